@@ -1,0 +1,26 @@
+# Each target sets up .venv (pinned by requirements.lock) on first use.
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: sweep test slow lint setup
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml requirements.lock
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c requirements.lock -e '.[dev]'
+	touch $(STAMP)
+
+sweep: $(STAMP)
+	$(PY) train.py -m activation=relu,tanh depth=3,5,7
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+slow: $(STAMP)
+	$(PY) -m pytest -q -m slow
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

@@ -1,0 +1,205 @@
+"""``train(cfg) -> result``: build data, model, trainer from the config and fit.
+
+``main()`` is the thin ``@hydra.main`` wrapper behind ``python train.py``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from fcn_research.data.base import InMemoryDataModule
+from fcn_research.model import MLP
+from fcn_research.module import FCNModule
+from fcn_research.results import RESULT_FILE, read_result, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+CONF_DIR = Path(os.environ.get("FCN_RESEARCH_CONF", Path(__file__).resolve().parents[2] / "conf"))
+GROUPS = ("activation", "initializer", "data", "optimizer")
+CHECKPOINT = Path("checkpoints") / "last.ckpt"
+
+
+def unique_dir(path: str) -> str:
+    """Claim ``path`` (or ``path_1``, ``path_2`` ...) by creating it: same-second runs never share.
+
+    ``os.mkdir`` fails if the directory exists, so two processes cannot claim the same one.
+    Hydra caches the resolved value per config, so one sweep resolves this once.
+    """
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    candidate, n = path, 0
+    while True:
+        try:
+            os.mkdir(candidate)
+            return candidate
+        except FileExistsError:
+            n += 1
+            candidate = f"{path}_{n}"
+
+
+def job_dirname(override_dirname: str, job_num: Any) -> str:
+    """A job's directory name: its overrides (``activation=relu,depth=3``), or ``job_<n>``."""
+    name = override_dirname or f"job_{job_num}"
+    return re.sub(r"[/\\]", "_", name)
+
+
+OmegaConf.register_new_resolver("fcn_unique_dir", unique_dir, use_cache=True, replace=True)
+OmegaConf.register_new_resolver("fcn_job_dirname", job_dirname, replace=True)
+
+
+def _choices() -> dict[str, str]:
+    if HydraConfig.initialized():
+        return {k: str(v) for k, v in HydraConfig.get().runtime.choices.items() if v is not None}
+    return {}
+
+
+def _flat_params(node: Any, prefix: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if isinstance(node, DictConfig):
+        for key in node:
+            if str(key).startswith("_"):
+                continue
+            out.update(_flat_params(node[key], f"{prefix}.{key}"))
+    elif isinstance(node, ListConfig):
+        out[prefix] = str(list(node))
+    elif node is None or isinstance(node, bool | int | float | str):
+        out[prefix] = node
+    return out
+
+
+def flat_hparams(cfg: DictConfig) -> dict[str, Any]:
+    """The run's hyperparameters as one flat dict of scalars, for HParams and result.json."""
+    choices = _choices()
+    hparams: dict[str, Any] = {}
+    for group in GROUPS:
+        target = str(cfg[group].get("_target_", "")) if cfg.get(group) is not None else ""
+        hparams[group] = choices.get(group, target.rsplit(".", 1)[-1].lower() or "none")
+    width = cfg.width
+    hparams.update(
+        depth=int(cfg.depth),
+        width=width if isinstance(width, int) else str(list(width)),
+        lr=float(cfg.lr),
+        seed=int(cfg.seed),
+        batch_size=int(cfg.batch_size),
+        max_epochs=int(cfg.max_epochs),
+    )
+    for group in GROUPS:
+        if cfg.get(group) is None:
+            continue
+        for key, value in _flat_params(cfg[group], group).items():
+            # Knobs interpolated from the top level (lr, seed, batch_size) are already there.
+            if key.rsplit(".", 1)[-1] not in hparams:
+                hparams[key] = value
+    return hparams
+
+
+def _overrides() -> list[str]:
+    if HydraConfig.initialized():
+        return list(HydraConfig.get().overrides.task)
+    return []
+
+
+def build(cfg: DictConfig) -> tuple[InMemoryDataModule, FCNModule]:
+    """Instantiate and validate data and model (with its initializer) without training."""
+    datamodule: InMemoryDataModule = instantiate(cfg.data)
+    datamodule.setup("fit")
+    net = MLP(
+        datamodule.num_features,
+        datamodule.num_outputs,
+        depth=cfg.depth,
+        width=OmegaConf.to_object(cfg.width) if isinstance(cfg.width, ListConfig) else cfg.width,
+        activation=instantiate(cfg.activation),
+    )
+    instantiate(cfg.initializer)(net)
+    module = FCNModule(
+        net, datamodule.task, datamodule.num_classes, optimizer=instantiate(cfg.optimizer)
+    )
+    return datamodule, module
+
+
+def _instantiate_all(node: DictConfig | None) -> list[Any]:
+    if node is None:
+        return []
+    return [instantiate(v) for v in node.values() if v is not None and "_target_" in v]
+
+
+def _final_metrics(trainer: L.Trainer) -> dict[str, float]:
+    return {
+        k: float(v) for k, v in trainer.callback_metrics.items() if isinstance(v, torch.Tensor)
+    }
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Train one MLP as configured; write and return its result (schema: DESIGN.md)."""
+    out = Path(cfg.output_dir)
+    previous = read_result(out)
+    if cfg.get("resume", True) and previous and previous.get("status") == "completed":
+        log.info("%s already completed; skipping (resume=false to retrain)", out)
+        return previous
+
+    start = time.perf_counter()
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    result: dict[str, Any] = {
+        "status": "running",
+        "overrides": _overrides(),
+        "hparams": flat_hparams(cfg),
+        "metrics": {},
+        "init": {},
+        "epochs": 0,
+        "wall_s": 0.0,
+    }
+    write_json_atomic(out / RESULT_FILE, result)
+    try:
+        datamodule, module = build(cfg)
+        callbacks = _instantiate_all(cfg.get("callbacks"))
+        loggers = _instantiate_all(cfg.get("logger"))
+        trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+        ckpt = out / CHECKPOINT
+        ckpt_path = str(ckpt) if cfg.get("resume", True) and ckpt.exists() else None
+        if ckpt_path:
+            log.info("resuming from %s", ckpt_path)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        result["metrics"] = _final_metrics(trainer)
+        for cb in callbacks:
+            result["init"].update(getattr(cb, "init_metrics", {}))
+            result["metrics"].update(getattr(cb, "final_metrics", {}))
+        result["epochs"] = trainer.current_epoch
+        result["global_step"] = trainer.global_step
+        result["status"] = "diverged" if module.diverged else "completed"
+    except Exception as err:
+        result["status"] = "failed"
+        result["error"] = f"{type(err).__name__}: {err}"
+        raise
+    finally:
+        result["wall_s"] = round(time.perf_counter() - start, 3)
+        write_json_atomic(out / RESULT_FILE, result)
+    log.info("%s: %s", result["status"], {k: round(v, 4) for k, v in result["metrics"].items()})
+    return result
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    """``python train.py [overrides]``: one run, or a sweep with ``-m``."""
+    try:
+        result = train(cfg)
+    except Exception:
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            # One failed job must not end the sweep; result.json says `failed` and why.
+            log.exception("job failed; the sweep goes on")
+            return None
+        raise
+    metrics = result.get("metrics", {})
+    value = metrics.get("val/acc", metrics.get("val/mse"))
+    return float(value) if value is not None else None

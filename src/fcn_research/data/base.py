@@ -1,0 +1,168 @@
+"""The base datamodule: generate once, split, standardise, keep on the device, slice batches."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Literal
+
+import lightning as L
+import torch
+from torch import Tensor
+
+Task = Literal["binary", "multiclass", "regression"]
+
+
+class TensorBatches:
+    """An epoch of mini-batches sliced from in-memory tensors (a DataLoader without workers).
+
+    With ``shuffle`` the tensors are permuted once per epoch (seeded by ``seed`` and the
+    epoch number that ``epoch`` returns, so a resumed run sees the same order) and batches are contiguous slices of the permuted copy. ``min_batches``
+    repeats the data within one epoch, so a tiny dataset (XOR's 4 points) runs many
+    optimizer steps per epoch instead of paying Lightning's per-epoch cost every step.
+    """
+
+    def __init__(
+        self,
+        x: Tensor,
+        y: Tensor,
+        batch_size: int,
+        shuffle: bool = False,
+        seed: int = 0,
+        min_batches: int = 1,
+        epoch: Callable[[], int] | None = None,
+    ) -> None:
+        self.x, self.y = x, y
+        self.batch_size = min(batch_size, len(x))
+        self.shuffle = shuffle
+        self.seed = seed
+        self.epoch = epoch or (lambda: 0)
+        self.batches_per_pass = -(-len(x) // self.batch_size)
+        self.passes = max(1, -(-min_batches // self.batches_per_pass))
+
+    def __len__(self) -> int:
+        return self.batches_per_pass * self.passes
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch())
+        n, bs = len(self.x), self.batch_size
+        for _ in range(self.passes):
+            x, y = self.x, self.y
+            if self.shuffle and n > bs:
+                perm = torch.randperm(n, generator=generator).to(x.device)
+                x, y = x[perm], y[perm]
+            for start in range(0, n, bs):
+                yield x[start : start + bs], y[start : start + bs]
+
+
+class InMemoryDataModule(L.LightningDataModule):
+    """Base class: subclasses implement ``generate()`` and set ``task`` / ``num_classes``.
+
+    ``val_fraction`` of the samples (seeded split) go to validation; ``val_fraction=0``
+    validates on the training set itself, as the notebook does for XOR's four points.
+    Inputs are standardised with the training split's statistics.
+    """
+
+    task: Task = "binary"
+    num_classes: int = 2
+
+    def __init__(
+        self,
+        batch_size: int = 64,
+        val_fraction: float = 0.2,
+        seed: int = 0,
+        min_batches_per_epoch: int = 1,
+        standardize: bool = True,
+    ) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if not 0.0 <= val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        self.batch_size = batch_size
+        self.val_fraction = val_fraction
+        self.seed = seed
+        self.min_batches_per_epoch = min_batches_per_epoch
+        self.standardize = standardize
+        self.x_train: Tensor | None = None
+        self._loaders: dict[str, TensorBatches] = {}
+
+    @property
+    def name(self) -> str:
+        """A short name for logs and hparams."""
+        return type(self).__name__.lower()
+
+    def generate(self) -> tuple[Tensor, Tensor]:
+        """Return all samples: float inputs (n, features) and targets."""
+        raise NotImplementedError
+
+    @property
+    def num_features(self) -> int:
+        """Input width; call ``setup()`` first."""
+        return self._require().shape[1]
+
+    @property
+    def num_outputs(self) -> int:
+        """Output width of the network: 1 for binary and regression, else the class count."""
+        return self.num_classes if self.task == "multiclass" else 1
+
+    def _require(self) -> Tensor:
+        if self.x_train is None:
+            raise RuntimeError(f"{type(self).__name__}.setup() has not run yet")
+        return self.x_train
+
+    def setup(self, stage: str | None = None) -> None:
+        """Generate, split and standardise once; move the tensors to the trainer's device."""
+        if self.x_train is None:
+            self._build()
+        device = self.trainer.strategy.root_device if self.trainer is not None else None
+        if device is not None and self.x_train.device != device:
+            for key in ("x_train", "y_train", "x_val", "y_val"):
+                setattr(self, key, getattr(self, key).to(device))
+            self._loaders.clear()
+
+    def _build(self) -> None:
+        x, y = self.generate()
+        n = len(x)
+        n_val = round(n * self.val_fraction)
+        if self.val_fraction > 0 and (n_val < 1 or n - n_val < 1):
+            raise ValueError(
+                f"{self.name}: {n} samples are too few for val_fraction={self.val_fraction} "
+                f"({n - n_val} train / {n_val} val); use more samples or a val_fraction "
+                "that leaves at least one sample on each side (0 validates on the train set)"
+            )
+        generator = torch.Generator().manual_seed(self.seed)
+        perm = torch.randperm(n, generator=generator)
+        train_idx, val_idx = perm[n_val:], perm[:n_val]
+        x_train, y_train = x[train_idx], y[train_idx]
+        x_val, y_val = (x[val_idx], y[val_idx]) if n_val else (x_train, y_train)
+        if self.standardize:
+            mean = x_train.mean(0, keepdim=True)
+            std = x_train.std(0, keepdim=True) if len(x_train) > 1 else torch.ones_like(mean)
+            std = torch.where(std > 0, std, torch.ones_like(std))  # constant pixels stay 0
+            x_train, x_val = (x_train - mean) / std, (x_val - mean) / std
+        self.x_train, self.y_train = x_train.contiguous(), y_train.contiguous()
+        self.x_val, self.y_val = x_val.contiguous(), y_val.contiguous()
+
+    def _current_epoch(self) -> int:
+        return self.trainer.current_epoch if self.trainer is not None else 0
+
+    def train_dataloader(self) -> TensorBatches:
+        if "train" not in self._loaders:
+            self._loaders["train"] = TensorBatches(
+                self.x_train,
+                self.y_train,
+                self.batch_size,
+                shuffle=True,
+                seed=self.seed,
+                min_batches=self.min_batches_per_epoch,
+                epoch=self._current_epoch,
+            )
+        return self._loaders["train"]
+
+    def val_dataloader(self) -> TensorBatches:
+        # Validation is one pass in large batches: no gradients, so memory is small.
+        if "val" not in self._loaders:
+            self._loaders["val"] = TensorBatches(
+                self.x_val, self.y_val, max(self.batch_size, 4096)
+            )
+        return self._loaders["val"]

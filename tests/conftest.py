@@ -1,0 +1,67 @@
+"""Shared fixtures: compose configs with Hydra's compose API; run the real CLI in tmp_path."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from fcn_research.train import CONF_DIR
+
+ROOT = Path(__file__).resolve().parents[1]
+# Small and quiet: tests train for a few epochs on CPU without progress bars.
+FAST = ["max_epochs=2", "trainer.enable_progress_bar=false", "trainer.accelerator=cpu"]
+
+
+@pytest.fixture
+def make_cfg(tmp_path: Path) -> Iterator[Callable[..., DictConfig]]:
+    """``make_cfg(*overrides, output_dir=...)``: the composed config, as ``train.py`` sees it."""
+
+    def _make(*overrides: str, output_dir: Path | None = None, fast: bool = True) -> DictConfig:
+        out = output_dir or tmp_path / "run"
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR), job_name="train"):
+            cfg = compose(
+                "train",
+                overrides=[*(FAST if fast else []), *overrides, f"output_dir={out}"],
+                return_hydra_config=True,
+            )
+        HydraConfig.instance().set_config(cfg)
+        return cfg
+
+    yield _make
+    GlobalHydra.instance().clear()
+    HydraConfig.instance().cfg = None
+
+
+@pytest.fixture
+def run_cli(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """``run_cli(*args, script="train.py")``: the real command, with cwd=tmp_path (outputs land there)."""
+
+    def _run(
+        *args: str, script: str = "train.py", timeout: float = 300, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+        proc = subprocess.run(
+            [sys.executable, str(ROOT / script), *args],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(
+                f"{script} {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+            )
+        return proc
+
+    return _run

@@ -35,6 +35,7 @@ class FCNModule(L.LightningModule):
         self.task = task
         self.optimizer_factory = optimizer
         self.diverged = False
+        self.run_hparams: dict[str, object] = {}  # the run's flat hparams, set by train()
         if task == "regression":
             self.train_metric, self.val_metric = (
                 torchmetrics.MeanSquaredError(),
@@ -42,7 +43,9 @@ class FCNModule(L.LightningModule):
             )
             self.metric_name = "mse"
         else:
-            kwargs = {"task": task} if task == "binary" else {"task": task, "num_classes": num_classes}
+            kwargs = (
+                {"task": task} if task == "binary" else {"task": task, "num_classes": num_classes}
+            )
             self.train_metric = torchmetrics.Accuracy(**kwargs)
             self.val_metric = torchmetrics.Accuracy(**kwargs)
             self.metric_name = "acc"

@@ -136,9 +136,7 @@ def _instantiate_all(node: DictConfig | None) -> list[Any]:
 
 
 def _final_metrics(trainer: L.Trainer) -> dict[str, float]:
-    return {
-        k: float(v) for k, v in trainer.callback_metrics.items() if isinstance(v, torch.Tensor)
-    }
+    return {k: float(v) for k, v in trainer.callback_metrics.items() if isinstance(v, torch.Tensor)}
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -156,13 +154,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "overrides": _overrides(),
         "hparams": flat_hparams(cfg),
         "metrics": {},
-        "init": {},
+        # A resumed job keeps the step-0 values it measured before it was interrupted.
+        "init": (previous or {}).get("init", {}),
         "epochs": 0,
         "wall_s": 0.0,
     }
     write_json_atomic(out / RESULT_FILE, result)
     try:
         datamodule, module = build(cfg)
+        module.run_hparams = result["hparams"]  # what HParamsSummary shows for this run
         callbacks = _instantiate_all(cfg.get("callbacks"))
         loggers = _instantiate_all(cfg.get("logger"))
         trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)

@@ -1,0 +1,17 @@
+"""Instruments: Lightning callbacks, one file each, configured in ``conf/callbacks/``."""
+
+from fcn_research.callbacks.decision_boundary import DecisionBoundary
+from fcn_research.callbacks.gradients import GradientMonitor
+from fcn_research.callbacks.hparams import HParamsSummary
+from fcn_research.callbacks.layout import ScalarsLayout
+from fcn_research.callbacks.neurons import NeuronMonitor
+from fcn_research.callbacks.schedule import LogSchedule
+
+__all__ = [
+    "DecisionBoundary",
+    "GradientMonitor",
+    "HParamsSummary",
+    "LogSchedule",
+    "NeuronMonitor",
+    "ScalarsLayout",
+]

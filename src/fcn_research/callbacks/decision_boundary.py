@@ -1,0 +1,156 @@
+"""A 2-D classifier's decision boundary with its training points, drawn as in TF Playground."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+from torch import Tensor
+
+from fcn_research.callbacks.probe import layer_tag, mlp_of, tensorboard
+from fcn_research.callbacks.schedule import LogSchedule
+
+# TensorFlow Playground's colours: orange for class 0 (negative), blue for class 1.
+ORANGE = (245 / 255, 147 / 255, 34 / 255)
+BLUE = (8 / 255, 119 / 255, 189 / 255)
+PALETTE = torch.tensor(  # further classes (multi-class 2-D data)
+    [ORANGE, BLUE, (0.17, 0.63, 0.17), (0.84, 0.15, 0.16), (0.58, 0.40, 0.74), (0.55, 0.34, 0.29)]
+)
+MAX_POINTS = 500
+
+
+def _grid(x: Tensor, resolution: int) -> tuple[Tensor, Tensor, Tensor]:
+    lo, hi = x.min(0).values, x.max(0).values
+    pad = (hi - lo) * 0.1
+    lo, hi = lo - pad, hi + pad
+    u = torch.linspace(0, 1, resolution, device=x.device)
+    gx = lo[0] + u * (hi[0] - lo[0])
+    gy = hi[1] - u * (hi[1] - lo[1])  # image rows run top (large y) to bottom
+    yy, xx = torch.meshgrid(gy, gx, indexing="ij")
+    return torch.stack([xx.flatten(), yy.flatten()], 1), lo, hi
+
+
+def _shade(colour: Tensor, strength: Tensor) -> Tensor:
+    """Blend from white towards ``colour`` (..., 3) by ``strength`` in [0, 1]."""
+    return 1.0 - (1.0 - colour) * strength.unsqueeze(-1)
+
+
+@torch.no_grad()
+def render_boundary(
+    pl_module: L.LightningModule, x: Tensor, y: Tensor, resolution: int = 160
+) -> Tensor:
+    """An RGB image (3, H, W) in [0, 1]: the predicted class map and the points on top."""
+    model = mlp_of(pl_module)
+    was_training = model.training
+    model.eval()
+    grid, lo, hi = _grid(x, resolution)
+    out = model(grid)
+    model.train(was_training)
+    palette = PALETTE.to(x.device)
+    if out.shape[-1] == 1:
+        p = torch.sigmoid(out.squeeze(-1))
+        cls, conf = (p > 0.5).long(), (2 * p - 1).abs()
+    else:
+        prob = out.softmax(-1)
+        conf, cls = prob.max(-1)
+        conf = (conf - 1 / out.shape[-1]) / (1 - 1 / out.shape[-1])
+    img = _shade(palette[cls % len(palette)], 0.15 + 0.55 * conf)
+    img = img.reshape(resolution, resolution, 3)
+    # Points: 3x3 squares in the class colour, darkened so they stand out.
+    x, y = x[:MAX_POINTS], y[:MAX_POINTS].long()
+    col = ((x[:, 0] - lo[0]) / (hi[0] - lo[0]) * (resolution - 1)).round().long()
+    row = ((hi[1] - x[:, 1]) / (hi[1] - lo[1]) * (resolution - 1)).round().long()
+    colour = palette[y % len(palette)] * 0.85
+    for dr in (-1, 0, 1):
+        for dc in (-1, 0, 1):
+            r = (row + dr).clamp(0, resolution - 1)
+            c = (col + dc).clamp(0, resolution - 1)
+            img[r, c] = colour
+    return img.permute(2, 0, 1).clamp(0, 1)
+
+
+@torch.no_grad()
+def render_neuron_maps(
+    pl_module: L.LightningModule, x: Tensor, resolution: int = 48
+) -> list[Tensor]:
+    """Per hidden layer, a tiled image of every unit's output over the input plane."""
+    model = mlp_of(pl_module)
+    grid, _, _ = _grid(x, resolution)
+    maps, h = [], grid
+    for linear, act in zip(model.linears, model.activations, strict=False):
+        h = act(linear(h))
+        v = h / h.abs().amax(0, keepdim=True).clamp_min(1e-12)  # each unit scaled to [-1, 1]
+        colour = torch.where(v.unsqueeze(-1) > 0, PALETTE[1].to(x.device), PALETTE[0].to(x.device))
+        tiles = _shade(colour, v.abs()).reshape(resolution, resolution, -1, 3).permute(2, 3, 0, 1)
+        n = tiles.shape[0]
+        cols = min(n, 8)
+        rows = -(-n // cols)
+        canvas = torch.ones(3, rows * (resolution + 2), cols * (resolution + 2), device=x.device)
+        for k in range(n):
+            r, c = divmod(k, cols)
+            canvas[
+                :,
+                r * (resolution + 2) : r * (resolution + 2) + resolution,
+                c * (resolution + 2) : c * (resolution + 2) + resolution,
+            ] = tiles[k]
+        maps.append(canvas)
+    return maps
+
+
+class DecisionBoundary(Callback):
+    """On 2-D classification data, logs the image ``decision_boundary`` at step 0, at epoch
+    ends on the schedule (counted in epochs) and at the end; with ``neuron_maps`` also
+    ``neurons/maps/layer_XX``, each hidden unit's output over the plane.
+
+    Args:
+        resolution: image side in pixels.
+        min_interval: smallest interval in epochs between images (see ``LogSchedule``).
+        max_interval: largest interval in epochs.
+        neuron_maps: also log the per-unit output maps.
+    """
+
+    def __init__(
+        self,
+        resolution: int = 160,
+        min_interval: int = 1,
+        max_interval: int = 100,
+        neuron_maps: bool = False,
+    ) -> None:
+        if resolution < 8:
+            raise ValueError(f"resolution must be >= 8 pixels, got {resolution}")
+        self.resolution = resolution
+        self.schedule = LogSchedule(min_interval, max_interval)
+        self.neuron_maps = neuron_maps
+
+    def _applies(self, trainer: L.Trainer) -> bool:
+        dm = trainer.datamodule
+        x = getattr(dm, "x_train", None)
+        return (
+            x is not None
+            and x.shape[1] == 2
+            and getattr(dm, "task", "") != "regression"
+            and tensorboard(trainer) is not None
+            and trainer.global_rank == 0
+        )
+
+    def _log(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self._applies(trainer):
+            return
+        dm, writer, step = trainer.datamodule, tensorboard(trainer), trainer.global_step
+        img = render_boundary(pl_module, dm.x_train, dm.y_train, self.resolution)
+        writer.add_image("decision_boundary", img.cpu(), step)
+        if self.neuron_maps:
+            for i, canvas in enumerate(render_neuron_maps(pl_module, dm.x_train), 1):
+                writer.add_image(layer_tag("neurons/maps", i), canvas.cpu(), step)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.global_step == 0:
+            self._log(trainer, pl_module)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        epochs_done = trainer.current_epoch + 1
+        if self.schedule(epochs_done) and epochs_done < trainer.max_epochs:
+            self._log(trainer, pl_module)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._log(trainer, pl_module)

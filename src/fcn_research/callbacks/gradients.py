@@ -1,0 +1,102 @@
+"""Per-layer gradient norms and gradient / weight histograms of every Linear."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+from torch import Tensor
+
+from fcn_research.callbacks.histograms import FixedRangeHistograms
+from fcn_research.callbacks.probe import layer_tag, mlp_of, probe_set, tensorboard, to_host
+from fcn_research.callbacks.schedule import LogSchedule
+from fcn_research.model import MLP
+
+
+def grad_norms(model: MLP) -> dict[str, Tensor]:
+    """``grad_norm/layer_XX`` (L2 norm of each Linear's weight gradient), first/last ratio."""
+    norms = {}
+    for i, linear in enumerate(model.linears, 1):
+        grad = linear.weight.grad
+        norms[layer_tag("grad_norm", i)] = (
+            grad.norm() if grad is not None else torch.zeros((), device=linear.weight.device)
+        )
+    first, last = norms[layer_tag("grad_norm", 1)], norms[layer_tag("grad_norm", len(norms))]
+    norms["grad_norm/ratio_first_last"] = first / last
+    return norms
+
+
+def probe_gradients(pl_module: L.LightningModule, x: Tensor, y: Tensor) -> None:
+    """Fill the weights' ``.grad`` with the gradient of the module's loss on (x, y)."""
+    pl_module.zero_grad(set_to_none=True)
+    with torch.enable_grad():
+        loss, _ = pl_module.loss_and_predictions(x, y)
+        loss.backward()
+
+
+class GradientMonitor(Callback):
+    """Logs ``grad_norm/layer_XX``, ``grad_norm/ratio_first_last`` and the histograms
+    ``grad/layer_XX`` and ``weight/layer_XX`` on the schedule.
+
+    Gradients are read in ``on_before_optimizer_step``: the batch's gradient with the
+    weights as they were for it, so step 0 is the network at initialization. At the end of
+    training the gradient is taken on the probe set, once, for the final values.
+
+    Args:
+        min_interval: smallest logging interval in steps (see ``LogSchedule``).
+        max_interval: largest logging interval in steps.
+        histograms: also log gradient and weight histograms.
+        bins: histogram bin count.
+        probe_size: probe-set size for the final gradient.
+    """
+
+    def __init__(
+        self,
+        min_interval: int = 1,
+        max_interval: int = 1000,
+        histograms: bool = True,
+        bins: int = 64,
+        probe_size: int = 512,
+    ) -> None:
+        self.schedule = LogSchedule(min_interval, max_interval)
+        self.histograms = histograms
+        self.hist = FixedRangeHistograms(bins)
+        self.probe_size = probe_size
+        self.init_metrics: dict[str, float] = {}
+        self.final_metrics: dict[str, float] = {}
+
+    def _event(self, trainer: L.Trainer, model: MLP, step: int) -> dict[str, float]:
+        norms = grad_norms(model)
+        hist_values: dict[str, Tensor] = {}
+        if self.histograms:
+            for i, linear in enumerate(model.linears, 1):
+                if linear.weight.grad is not None:
+                    hist_values[layer_tag("grad", i)] = linear.weight.grad
+                hist_values[layer_tag("weight", i)] = linear.weight
+        rows = self.hist.compute(hist_values) if hist_values else None
+        # One device-to-host transfer for the whole event.
+        scalars = to_host(norms)
+        host_rows = rows.cpu().tolist() if rows is not None else []
+        writer = tensorboard(trainer)
+        if writer is not None:
+            for tag, value in scalars.items():
+                writer.add_scalar(tag, value, step)
+            self.hist.write(writer, list(hist_values), host_rows, step)
+        return scalars
+
+    def on_before_optimizer_step(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: Any
+    ) -> None:
+        step = trainer.global_step
+        if self.schedule(step):
+            values = self._event(trainer, mlp_of(pl_module), step)
+            if step == 0:
+                self.init_metrics = values
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        x, y = probe_set(trainer, self.probe_size)
+        probe_gradients(pl_module, x, y)
+        self.final_metrics = self._event(trainer, mlp_of(pl_module), trainer.global_step)
+        pl_module.zero_grad(set_to_none=True)

@@ -1,0 +1,156 @@
+"""Dead and saturated units and activation statistics of every hidden layer, on the probe set."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+from torch import Tensor, nn
+
+from fcn_research.callbacks.probe import layer_tag, mlp_of, probe_set, tensorboard, to_host
+from fcn_research.callbacks.schedule import LogSchedule
+from fcn_research.model import MLP
+
+# A unit is dead when |d act/d z| <= DEAD_TOL at every probe point: no gradient passes.
+# Exact for ReLU (derivative 0 or 1); for a sigmoid it means the derivative underflowed.
+DEAD_TOL = 1e-8
+# A (unit, sample) pair is saturated when its derivative is below this fraction of the
+# activation's peak derivative (tanh: |z| > ~2.4; sigmoid: |z| > ~4.4; ReLU: z <= 0).
+SATURATION_FRACTION = 0.05
+# Grid on which the peak derivative of an activation is searched.
+_PEAK_GRID = torch.linspace(-20.0, 20.0, 8001)
+
+
+def unit_derivatives(activation: nn.Module, z: Tensor) -> Tensor:
+    """|d act/d z| per (sample, output unit), by autograd on the activation module itself.
+
+    For a pooling activation (``pool_size`` k: k consecutive inputs per output unit) a unit
+    passes gradient through whichever of its k pieces is active: the k derivatives are summed.
+    """
+    z = z.detach().requires_grad_(True)
+    with torch.enable_grad():
+        # clone: an in-place activation must not write into the leaf it is differentiated by.
+        out = activation(z.clone())
+        (d,) = torch.autograd.grad(out.sum(), z)
+    d = d.abs()
+    pool = int(getattr(activation, "pool_size", 1))
+    return d.unflatten(-1, (-1, pool)).sum(-1) if pool > 1 else d
+
+
+def peak_derivative(activation: nn.Module) -> Tensor:
+    """The largest |d act/d z| on a grid over [-20, 20] (0.25 for sigmoid, 1 for tanh/ReLU)."""
+    pool = int(getattr(activation, "pool_size", 1))
+    device = next(activation.parameters(), torch.empty(0)).device
+    z = _PEAK_GRID.to(device).unsqueeze(1).repeat(1, pool)
+    return unit_derivatives(activation, z).max()
+
+
+@torch.no_grad()
+def neuron_stats(
+    model: MLP,
+    x: Tensor,
+    dead_tol: float = DEAD_TOL,
+    saturation_fraction: float = SATURATION_FRACTION,
+    peaks: list[Tensor] | None = None,
+) -> dict[str, Tensor]:
+    """Dead / saturated fractions and activation mean / std of every hidden layer on ``x``.
+
+    Runs the model in eval mode; gradients are computed only for the activation's own
+    derivative and never reach the parameters.
+    """
+    was_training = model.training
+    model.eval()
+    stats: dict[str, Tensor] = {}
+    dead_units = torch.zeros((), device=x.device)
+    total_units = 0
+    h = x
+    for i, (linear, act) in enumerate(zip(model.linears, model.activations, strict=False), 1):
+        z = linear(h)
+        d = unit_derivatives(act, z)
+        h = act(z)
+        peak = peaks[i - 1] if peaks is not None else peak_derivative(act)
+        dead = (d <= dead_tol).all(dim=0)
+        dead_units = dead_units + dead.sum()
+        total_units += dead.numel()
+        stats[layer_tag("neurons/dead_fraction", i)] = dead.float().mean()
+        stats[layer_tag("neurons/saturated_fraction", i)] = (
+            (d < saturation_fraction * peak).float().mean()
+        )
+        stats[layer_tag("activations/mean", i)] = h.mean()
+        stats[layer_tag("activations/std", i)] = h.std()
+    if total_units:
+        stats["neurons/dead_fraction"] = dead_units / total_units
+    model.train(was_training)
+    return stats
+
+
+class NeuronMonitor(Callback):
+    """Logs ``neurons/dead_fraction[/layer_XX]``, ``neurons/saturated_fraction/layer_XX`` and
+    ``activations/{mean,std}/layer_XX`` on the probe set: at step 0, on the schedule, at the end.
+
+    Args:
+        min_interval: smallest logging interval in steps (see ``LogSchedule``).
+        max_interval: largest logging interval in steps.
+        probe_size: number of training samples in the probe set (fixed for the run).
+        dead_tol: a unit is dead when |d act/d z| <= dead_tol on every probe sample.
+        saturation_fraction: saturated when |d act/d z| < this fraction of the peak derivative.
+    """
+
+    def __init__(
+        self,
+        min_interval: int = 1,
+        max_interval: int = 1000,
+        probe_size: int = 512,
+        dead_tol: float = DEAD_TOL,
+        saturation_fraction: float = SATURATION_FRACTION,
+    ) -> None:
+        if probe_size < 1:
+            raise ValueError(f"probe_size must be >= 1, got {probe_size}")
+        if not 0.0 < saturation_fraction < 1.0:
+            raise ValueError(f"saturation_fraction must be in (0, 1), got {saturation_fraction}")
+        self.schedule = LogSchedule(min_interval, max_interval)
+        self.probe_size = probe_size
+        self.dead_tol = dead_tol
+        self.saturation_fraction = saturation_fraction
+        self.init_metrics: dict[str, float] = {}
+        self.final_metrics: dict[str, float] = {}
+        self._probe: Tensor | None = None
+        self._peaks: list[Tensor] | None = None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Drawn here, once the data sits on the training device.
+        self._probe, _ = probe_set(trainer, self.probe_size)
+        self._peaks = [peak_derivative(act) for act in mlp_of(pl_module).activations]
+
+    def _event(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, step: int
+    ) -> dict[str, float]:
+        stats = neuron_stats(
+            mlp_of(pl_module), self._probe, self.dead_tol, self.saturation_fraction, self._peaks
+        )
+        values = to_host(stats)
+        writer = tensorboard(trainer)
+        if writer is not None:
+            for tag, value in values.items():
+                writer.add_scalar(tag, value, step)
+        return values
+
+    def on_before_optimizer_step(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: Any
+    ) -> None:
+        step = trainer.global_step
+        if self.schedule(step):
+            values = self._event(trainer, pl_module, step)
+            if step == 0:
+                self.init_metrics = values
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._probe is not None:
+            self.final_metrics = self._event(trainer, pl_module, trainer.global_step)
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Hold no tensors between runs.
+        self._probe = None
+        self._peaks = None

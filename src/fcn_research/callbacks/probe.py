@@ -1,0 +1,64 @@
+"""The probe set and the TensorBoard writer that the instruments share."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger
+from torch import Tensor
+
+from fcn_research.model import MLP
+
+
+def probe_set(trainer: L.Trainer, size: int, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """A fixed sample of ``size`` training points (seeded), on the training device."""
+    dm = trainer.datamodule
+    x = getattr(dm, "x_train", None)
+    y = getattr(dm, "y_train", None)
+    if x is None or y is None:
+        # A datamodule without in-memory tensors: take the first batches of an epoch.
+        xs, ys, n = [], [], 0
+        for xb, yb in trainer.train_dataloader:
+            xs.append(xb)
+            ys.append(yb)
+            n += len(xb)
+            if n >= size:
+                break
+        x, y = torch.cat(xs), torch.cat(ys)
+    generator = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(len(x), generator=generator)[:size].to(x.device)
+    return x[idx], y[idx]
+
+
+def mlp_of(pl_module: L.LightningModule) -> MLP:
+    """The MLP inside a LightningModule (its ``model`` attribute)."""
+    model = getattr(pl_module, "model", None)
+    if not isinstance(model, MLP):
+        raise TypeError(
+            "instruments need pl_module.model to be an fcn_research MLP, "
+            f"got {type(model).__name__}"
+        )
+    return model
+
+
+def tensorboard(trainer: L.Trainer) -> Any | None:
+    """The run's TensorBoard SummaryWriter, or None when no TensorBoard logger is configured."""
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            return logger.experiment
+    return None
+
+
+def layer_tag(prefix: str, layer: int) -> str:
+    """``prefix/layer_XX`` with the layer zero-padded so TensorBoard sorts it."""
+    return f"{prefix}/layer_{layer:02d}"
+
+
+def to_host(values: dict[str, Tensor]) -> dict[str, float]:
+    """Move a dict of scalar tensors to the host in one transfer."""
+    if not values:
+        return {}
+    flat = torch.stack([v.detach().float().reshape(()) for v in values.values()]).cpu().tolist()
+    return dict(zip(values, flat, strict=True))

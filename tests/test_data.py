@@ -1,0 +1,164 @@
+"""In-memory datamodules: reproducible, standardised, split as configured, batched by slicing."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fcn_research.data import Digits, Function1D, Playground2D, TensorBatches, XorTable
+from fcn_research.data.functions import TARGETS
+from fcn_research.data.synthetic import SHAPES
+
+
+def built(dm):
+    dm.setup("fit")
+    return dm
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_2d_shapes_reproducible_from_seed(shape):
+    a = built(Playground2D(shape, num_samples=200, seed=3))
+    b = built(Playground2D(shape, num_samples=200, seed=3))
+    c = built(Playground2D(shape, num_samples=200, seed=4))
+    for key in ("x_train", "y_train", "x_val", "y_val"):
+        assert torch.equal(getattr(a, key), getattr(b, key)), key
+    assert not torch.equal(a.x_train, c.x_train)
+    assert a.x_train.shape == (160, 2) and a.x_train.dtype == torch.float32
+    assert set(a.y_train.unique().tolist()) == {0.0, 1.0}, "both classes present"
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_train_split_standardised(shape):
+    dm = built(Playground2D(shape, num_samples=400, seed=0))
+    assert torch.allclose(dm.x_train.mean(0), torch.zeros(2), atol=1e-5)
+    assert torch.allclose(dm.x_train.std(0), torch.ones(2), atol=1e-5)
+    # Validation uses the training statistics: close to, not exactly, standard.
+    assert dm.x_val.mean(0).abs().max() < 0.5
+
+
+@pytest.mark.parametrize(("n", "frac", "n_train", "n_val"), [(200, 0.25, 150, 50), (10, 0.2, 8, 2)])
+def test_split_sizes(n, frac, n_train, n_val):
+    dm = built(Playground2D("circle", num_samples=n, val_fraction=frac))
+    assert (len(dm.x_train), len(dm.x_val)) == (n_train, n_val)
+    assert len(dm.y_train) == n_train and len(dm.y_val) == n_val
+
+
+def test_splits_are_disjoint():
+    dm = built(Playground2D("gauss", num_samples=100, val_fraction=0.3))
+    rows = {tuple(r.tolist()) for r in dm.x_train}
+    assert len(rows) == 70
+    assert not rows & {tuple(r.tolist()) for r in dm.x_val}
+
+
+def test_too_few_samples_for_split():
+    with pytest.raises(ValueError, match=r"2 samples are too few for val_fraction=0.2"):
+        built(Playground2D("moons", num_samples=2, val_fraction=0.2))
+    with pytest.raises(ValueError, match="num_samples must be >= 2"):
+        Playground2D("moons", num_samples=1)
+
+
+@pytest.mark.parametrize("frac", [-0.1, 1.0])
+def test_bad_val_fraction(frac):
+    with pytest.raises(ValueError, match=r"val_fraction must be in \[0, 1\)"):
+        Playground2D("moons", val_fraction=frac)
+
+
+def test_unknown_shape_lists_shapes():
+    with pytest.raises(ValueError, match=r"unknown 2-D shape 'ring'.*'xor'.*'moons'"):
+        Playground2D("ring")
+
+
+def test_val_fraction_zero_validates_on_train():
+    dm = built(XorTable())
+    assert torch.equal(dm.x_val, dm.x_train) and len(dm.x_train) == 4
+    table = sorted(zip(dm.x_train.tolist(), dm.y_train.tolist(), strict=True))
+    assert table == [([0.0, 0.0], 0.0), ([0.0, 1.0], 1.0), ([1.0, 0.0], 1.0), ([1.0, 1.0], 0.0)]
+
+
+def test_batches_are_slices_covering_every_sample_once():
+    x = torch.arange(10.0).unsqueeze(1)
+    y = torch.arange(10)
+    batches = TensorBatches(x, y, batch_size=4, shuffle=True, seed=1)
+    epoch = list(batches)
+    assert len(batches) == len(epoch) == 3
+    assert [len(b[0]) for b in epoch] == [4, 4, 2]
+    seen = torch.cat([b[1] for b in epoch])
+    assert sorted(seen.tolist()) == list(range(10))
+    assert not torch.equal(seen, y), "shuffled"
+    for bx, by in epoch:
+        assert torch.equal(bx.squeeze(1).long(), by), "inputs and targets stay paired"
+
+
+def test_unshuffled_batches_are_views():
+    x, y = torch.randn(10, 2), torch.arange(10)
+    for bx, _ in TensorBatches(x, y, batch_size=3):
+        assert bx.untyped_storage().data_ptr() == x.untyped_storage().data_ptr()
+
+
+def test_shuffle_order_depends_on_seed_and_epoch():
+    x, y = torch.zeros(50, 1), torch.arange(50)
+    epoch = [0]
+
+    def order(seed):
+        return torch.cat([b for _, b in TensorBatches(x, y, 8, True, seed, epoch=lambda: epoch[0])])
+
+    first = order(0)
+    assert torch.equal(first, order(0))
+    assert not torch.equal(first, order(1))
+    epoch[0] = 1
+    assert not torch.equal(first, order(0))
+
+
+def test_min_batches_repeats_the_data():
+    x, y = torch.zeros(10, 1), torch.arange(10)
+    batches = TensorBatches(x, y, batch_size=4, shuffle=True, min_batches=7)
+    epoch = list(batches)
+    assert len(batches) == len(epoch) == 9  # 3 passes of 3 batches
+    counts = torch.bincount(torch.cat([b for _, b in epoch]))
+    assert counts.tolist() == [3] * 10
+
+
+def test_batch_size_larger_than_data():
+    batches = TensorBatches(torch.zeros(5, 1), torch.arange(5), batch_size=64, shuffle=True)
+    assert [len(b) for _, b in batches] == [5]
+
+
+def test_datamodule_loaders():
+    dm = built(Playground2D("moons", num_samples=100, batch_size=16, min_batches_per_epoch=20))
+    train = dm.train_dataloader()
+    assert len(train) == 20  # 5 batches per pass of 80, 4 passes
+    assert all(len(bx) <= 16 for bx, _ in train)
+    assert sum(len(bx) for bx, _ in dm.val_dataloader()) == 20
+
+
+def test_digits():
+    dm = built(Digits(val_fraction=0.2))
+    assert dm.num_features == 64
+    assert dm.task == "multiclass" and dm.num_outputs == 10
+    assert len(dm.x_train) + len(dm.x_val) == 1797
+    assert dm.y_train.dtype == torch.long
+    assert set(dm.y_train.unique().tolist()) == set(range(10))
+
+
+@pytest.mark.parametrize("name", sorted(TARGETS))
+def test_function_target_configurable(name):
+    dm = Function1D(target=name, num_samples=100, seed=0)
+    x, y = dm.generate()
+    assert torch.allclose(y, TARGETS[name](x).squeeze(1))
+    built(dm)
+    assert dm.task == "regression" and dm.num_outputs == 1 and dm.num_features == 1
+
+
+def test_function_dotted_path_and_noise():
+    x, y = Function1D(target="torch.cos", num_samples=50).generate()
+    assert torch.allclose(y, torch.cos(x).squeeze(1))
+    x, y = Function1D(target="sin", num_samples=500, noise=0.1).generate()
+    assert (y - torch.sin(x).squeeze(1)).std().item() == pytest.approx(0.1, rel=0.2)
+
+
+def test_function_unknown_target_lists_names():
+    with pytest.raises(ValueError) as err:
+        Function1D(target="cosh")
+    message = str(err.value)
+    assert "'cosh'" in message
+    assert all(name in message for name in TARGETS)

@@ -1,0 +1,222 @@
+"""The sweep report: a real sweep through the CLI, then CSV, markdown and PNGs checked."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fcn_research.report import fmt, write_report
+from fcn_research.results import read_result, write_json_atomic
+
+ROOT = Path(__file__).resolve().parents[1]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+SWEEP = [
+    "-m",
+    "activation=relu,tanh",
+    "depth=2,3",
+    "seed=0,1",
+    "max_epochs=2",
+    "data.num_samples=200",
+    "trainer.enable_progress_bar=false",
+    "trainer.accelerator=cpu",
+]
+
+
+@pytest.fixture(scope="module")
+def trained_sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """2 activations x 2 depths x 2 seeds, 2 epochs each: trained once for the module."""
+    root = tmp_path_factory.mktemp("trained")
+    sweep = root / "sweep"
+    subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *SWEEP, f"hydra.sweep.dir={sweep}"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    return sweep
+
+
+@pytest.fixture
+def sweep(trained_sweep: Path, tmp_path: Path) -> Path:
+    """A private copy of the trained sweep, free to be damaged."""
+    return Path(shutil.copytree(trained_sweep, tmp_path / "sweep"))
+
+
+def job_dirs(sweep: Path) -> list[Path]:
+    return sorted(p for p in sweep.iterdir() if p.is_dir() and p.name != "report")
+
+
+def read_csv(sweep: Path) -> dict[str, dict[str, str]]:
+    with open(sweep / "report" / "summary.csv", newline="") as f:
+        return {row["job"]: row for row in csv.DictReader(f)}
+
+
+def md_cell(values: list[float]) -> str:
+    mean = fmt(statistics.fmean(values))
+    return f"{mean} ± {fmt(statistics.stdev(values))}" if len(values) > 1 else mean
+
+
+def write_fake_sweep(path: Path, task: list[str], jobs: list[dict]) -> Path:
+    """A sweep dir without training: multirun.yaml plus one result.json per job."""
+    path.mkdir(parents=True)
+    (path / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {"overrides": {"task": task}}}))
+    for job in jobs:
+        name = ",".join(sorted(job["overrides"]))
+        write_json_atomic(path / name / "result.json", {"status": "completed", **job})
+    return path
+
+
+def test_report_matches_each_jobs_result(run_cli, sweep: Path) -> None:
+    proc = run_cli(str(sweep), script="scripts/report.py")
+    assert str(sweep / "report") in proc.stdout.replace("\n", "")
+
+    rows = read_csv(sweep)
+    assert len(rows) == 8
+    by_config: dict[tuple[str, int], list[float]] = {}
+    for job in job_dirs(sweep):
+        result = read_result(job)
+        row = rows[job.name]
+        assert row["status"] == result["status"] == "completed"
+        assert row["overrides"] == " ".join(result["overrides"])
+        for key, value in result["metrics"].items():
+            assert float(row[key]) == value
+        for key, value in result["init"].items():
+            assert float(row[f"init:{key}"]) == value
+        for key, value in result["hparams"].items():
+            assert row[key] == str(value)
+        assert float(row["wall_s"]) == result["wall_s"]
+        hp = result["hparams"]
+        by_config.setdefault((hp["activation"], hp["depth"]), []).append(
+            result["metrics"]["val/acc"]
+        )
+
+    md = (sweep / "report" / "summary.md").read_text()
+    assert "| activation \\ depth | 2 | 3 |" in md
+    for activation in ("relu", "tanh"):
+        cells = [md_cell(by_config[activation, depth]) for depth in (2, 3)]
+        assert f"| {activation} | {cells[0]} | {cells[1]} |" in md
+    assert all(len(v) == 2 for v in by_config.values())
+
+    pngs = sorted((sweep / "report").glob("*.png"))
+    assert {"heatmap_val_acc.png", "val_curves.png"} <= {p.name for p in pngs}
+    for png in pngs:
+        assert f"]({png.name})" in md
+        data = png.read_bytes()
+        assert data[:8] == PNG_MAGIC, png
+        assert len(data) > 10_000, png
+    assert not list((sweep / "report").glob(".*tmp")), "temp files left behind"
+
+
+def test_missing_diverged_and_not_started_jobs_are_shown(sweep: Path) -> None:
+    jobs = job_dirs(sweep)
+    (jobs[0] / "result.json").unlink()
+    diverged = read_result(jobs[1])
+    diverged["status"] = "diverged"
+    write_json_atomic(jobs[1] / "result.json", diverged)
+    shutil.rmtree(jobs[-1])
+
+    write_report(sweep)
+
+    rows = read_csv(sweep)
+    assert len(rows) == 8
+    assert rows[jobs[0].name]["status"] == "missing"
+    assert rows[jobs[1].name]["status"] == "diverged"
+    assert rows[jobs[1].name]["val/acc"] == str(diverged["metrics"]["val/acc"])
+    assert [r["status"] for r in rows.values()].count("not started") == 1
+    assert [r["status"] for r in rows.values()].count("completed") == 5
+
+    md = (sweep / "report" / "summary.md").read_text()
+    assert "(1 not started)" in md
+    assert f"| {jobs[1].name} | diverged |" in md
+    # jobs[0] and jobs[1] are relu, depth=2, seeds 0 and 1: nothing completed is left to average.
+    assert "| relu | 1 diverged, 1 missing |" in md
+
+
+def test_not_a_sweep_is_a_clear_error(run_cli, tmp_path: Path) -> None:
+    (tmp_path / "plain").mkdir()
+    for path in (tmp_path / "plain", tmp_path / "absent"):
+        proc = run_cli(str(path), script="scripts/report.py", check=False)
+        assert proc.returncode != 0
+        assert f"not a sweep directory: {path}" in proc.stderr
+        assert "multirun.yaml" in proc.stderr
+        assert not (path / "report").exists()
+
+
+def test_more_than_two_axes_facet_and_instrument_figures(tmp_path: Path) -> None:
+    jobs = []
+    for act, depth, init, seed in [
+        (a, d, i, s)
+        for a in ("relu", "tanh")
+        for d in (2, 3, 4)
+        for i in ("default", "zeros")
+        for s in (0, 1)
+    ]:
+        layers = {f"grad_norm/layer_{k:02d}": 10.0 ** -(k * depth) for k in range(1, depth + 1)}
+        dead = {f"neurons/dead_fraction/layer_{k:02d}": 0.1 * k for k in range(1, depth)}
+        metrics = {"val/acc": 0.5 + seed / 10, "neurons/dead_fraction": 0.25, **dead}
+        metrics["grad_norm/ratio_first_last"] = 10.0**depth
+        jobs.append(
+            {
+                "overrides": [
+                    f"activation={act}",
+                    f"depth={depth}",
+                    f"initializer={init}",
+                    f"seed={seed}",
+                ],
+                "hparams": {"activation": act, "depth": depth, "initializer": init, "seed": seed},
+                "metrics": metrics,
+                "init": layers,
+            }
+        )
+    task = ["activation=relu,tanh", "depth=2,3,4", "initializer=default,zeros", "seed=0,1"]
+    sweep = write_fake_sweep(tmp_path / "sweep", task, jobs)
+
+    report = write_report(sweep)
+
+    md = (sweep / "report" / "summary.md").read_text()
+    # depth (3 values) and activation are the pivot axes; initializer is a facet.
+    assert "| activation \\ depth | 2 | 3 | 4 |" in md
+    assert md.count("### initializer=default") == 3
+    assert md.count("### initializer=zeros") == 3
+    assert f"| relu | {md_cell([0.5, 0.6])} |" in md
+    assert "| 0.250 ± 0.000 |" in md
+    assert "| 1.00e+04 ± 0.000 |" in md
+    names = {p.name for p in report.files}
+    assert {
+        "heatmap_val_acc.png",
+        "heatmap_neurons_dead_fraction.png",
+        "heatmap_grad_norm_ratio_first_last.png",
+        "grad_norm_init.png",
+        "dead_fraction_final.png",
+    } <= names
+    assert report.notes == [
+        "validation curves: skipped, no job has val/* scalars in its TensorBoard events"
+    ]
+
+
+def test_single_axis_sweep(tmp_path: Path) -> None:
+    jobs = [
+        {"overrides": [f"depth={d}"], "hparams": {"depth": d}, "metrics": {"val/mse": d / 10}}
+        for d in (1, 2, 3)
+    ]
+    sweep = write_fake_sweep(tmp_path / "sweep", ["depth=1,2,3"], jobs)
+    json_path = sweep / "depth=2" / "result.json"
+    json_path.write_text(json.dumps({**json.loads(json_path.read_text()), "status": "failed"}))
+
+    write_report(sweep)
+
+    md = (sweep / "report" / "summary.md").read_text()
+    assert "| depth | val/mse |" in md
+    assert "| 1 | 0.100 |" in md
+    assert "| 2 | 1 failed |" in md
+    assert (sweep / "report" / "heatmap_val_mse.png").read_bytes()[:8] == PNG_MAGIC

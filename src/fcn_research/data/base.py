@@ -59,6 +59,8 @@ class InMemoryDataModule(L.LightningDataModule):
 
     ``val_fraction`` of the samples (seeded split) go to validation; ``val_fraction=0``
     validates on the training set itself, as the notebook does for XOR's four points.
+    A dataset with an official test split returns it from ``generate_test()``; it is kept
+    apart as ``x_test`` / ``y_test`` (served by ``test_dataloader()``), never split.
     Inputs are standardised with the training split's statistics.
     """
 
@@ -84,6 +86,8 @@ class InMemoryDataModule(L.LightningDataModule):
         self.min_batches_per_epoch = min_batches_per_epoch
         self.standardize = standardize
         self.x_train: Tensor | None = None
+        self.x_test: Tensor | None = None
+        self.y_test: Tensor | None = None
         self._loaders: dict[str, TensorBatches] = {}
 
     @property
@@ -94,6 +98,10 @@ class InMemoryDataModule(L.LightningDataModule):
     def generate(self) -> tuple[Tensor, Tensor]:
         """Return all samples: float inputs (n, features) and targets."""
         raise NotImplementedError
+
+    def generate_test(self) -> tuple[Tensor, Tensor] | None:
+        """Return the official test split (inputs, targets), or None if the dataset has none."""
+        return None
 
     @property
     def num_features(self) -> int:
@@ -116,8 +124,9 @@ class InMemoryDataModule(L.LightningDataModule):
             self._build()
         device = self.trainer.strategy.root_device if self.trainer is not None else None
         if device is not None and self.x_train.device != device:
-            for key in ("x_train", "y_train", "x_val", "y_val"):
-                setattr(self, key, getattr(self, key).to(device))
+            for key in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test"):
+                if getattr(self, key) is not None:
+                    setattr(self, key, getattr(self, key).to(device))
             self._loaders.clear()
 
     def _build(self) -> None:
@@ -135,13 +144,18 @@ class InMemoryDataModule(L.LightningDataModule):
         train_idx, val_idx = perm[n_val:], perm[:n_val]
         x_train, y_train = x[train_idx], y[train_idx]
         x_val, y_val = (x[val_idx], y[val_idx]) if n_val else (x_train, y_train)
+        test = self.generate_test()
         if self.standardize:
             mean = x_train.mean(0, keepdim=True)
             std = x_train.std(0, keepdim=True) if len(x_train) > 1 else torch.ones_like(mean)
             std = torch.where(std > 0, std, torch.ones_like(std))  # constant pixels stay 0
             x_train, x_val = (x_train - mean) / std, (x_val - mean) / std
+            if test is not None:
+                test = ((test[0] - mean) / std, test[1])
         self.x_train, self.y_train = x_train.contiguous(), y_train.contiguous()
         self.x_val, self.y_val = x_val.contiguous(), y_val.contiguous()
+        if test is not None:
+            self.x_test, self.y_test = test[0].contiguous(), test[1].contiguous()
 
     def _current_epoch(self) -> int:
         return self.trainer.current_epoch if self.trainer is not None else 0
@@ -166,3 +180,17 @@ class InMemoryDataModule(L.LightningDataModule):
                 self.x_val, self.y_val, max(self.batch_size, 4096)
             )
         return self._loaders["val"]
+
+    def test_dataloader(self) -> TensorBatches:
+        """The official test split in large batches; only for datasets that have one."""
+        self._require()
+        if self.x_test is None:
+            raise RuntimeError(
+                f"{self.name} has no official test split (generate_test() returned None); "
+                "evaluate on val_dataloader() instead"
+            )
+        if "test" not in self._loaders:
+            self._loaders["test"] = TensorBatches(
+                self.x_test, self.y_test, max(self.batch_size, 4096)
+            )
+        return self._loaders["test"]

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fcn_research.report import fmt, write_report
+from fcn_research.report import fmt, main, write_report
 from fcn_research.results import read_result, write_json_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,9 +89,9 @@ def test_report_matches_each_jobs_result(run_cli, sweep: Path) -> None:
         assert row["status"] == result["status"] == "completed"
         assert row["overrides"] == " ".join(result["overrides"])
         for key, value in result["metrics"].items():
-            assert float(row[key]) == value
+            assert row[key] == ("" if value is None else str(value))
         for key, value in result["init"].items():
-            assert float(row[f"init:{key}"]) == value
+            assert row[f"init:{key}"] == ("" if value is None else str(value))
         for key, value in result["hparams"].items():
             assert row[key] == str(value)
         assert float(row["wall_s"]) == result["wall_s"]
@@ -142,13 +142,13 @@ def test_missing_diverged_and_not_started_jobs_are_shown(sweep: Path) -> None:
     assert "| relu | 1 diverged, 1 missing |" in md
 
 
-def test_not_a_sweep_is_a_clear_error(run_cli, tmp_path: Path) -> None:
+def test_not_a_sweep_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "plain").mkdir()
     for path in (tmp_path / "plain", tmp_path / "absent"):
-        proc = run_cli(str(path), script="scripts/report.py", check=False)
-        assert proc.returncode != 0
-        assert f"not a sweep directory: {path}" in proc.stderr
-        assert "multirun.yaml" in proc.stderr
+        assert main([str(path)]) != 0
+        err = capsys.readouterr().err
+        assert f"not a sweep directory: {path}" in err
+        assert "multirun.yaml" in err
         assert not (path / "report").exists()
 
 

@@ -517,6 +517,10 @@ class Report:
     notes: list[str]
 
 
+def _md_escape(text: object) -> str:
+    return " ".join(str(text or "").split()).replace("|", "\\|")
+
+
 def _empty(tables: list[Pivot]) -> bool:
     return all(c.mean is None for p in tables for row in p.cells for c in row)
 
@@ -577,7 +581,9 @@ def markdown(report: Report) -> str:
     unfinished = [j for j in sweep.jobs if j.status != "completed"]
     if unfinished:
         lines += ["", "## Jobs not completed", "", "| job | status | error |", "|---|---|---|"]
-        lines += [f"| {j.name} | {j.status} | {j.result.get('error') or ''} |" for j in unfinished]
+        lines += [
+            f"| {j.name} | {j.status} | {_md_escape(j.result.get('error'))} |" for j in unfinished
+        ]
     return "\n".join(lines) + "\n"
 
 

@@ -31,7 +31,7 @@ def make_cfg(tmp_path: Path) -> Iterator[Callable[..., DictConfig]]:
         with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR), job_name="train"):
             cfg = compose(
                 "train",
-                overrides=[*(FAST if fast else []), *overrides, f"output_dir={out}"],
+                overrides=[*(FAST if fast else []), *overrides, f"output_dir='{out}'"],
                 return_hydra_config=True,
             )
         HydraConfig.instance().set_config(cfg)
@@ -44,7 +44,7 @@ def make_cfg(tmp_path: Path) -> Iterator[Callable[..., DictConfig]]:
 
 @pytest.fixture
 def run_cli(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
-    """``run_cli(*args, script="train.py")``: the real command, with cwd=tmp_path (outputs land there)."""
+    """``run_cli(*args, script="train.py")``: the real command, run with cwd=tmp_path."""
 
     def _run(
         *args: str, script: str = "train.py", timeout: float = 300, check: bool = True

@@ -1,0 +1,158 @@
+"""Template vs a hand-written PyTorch loop: same MLP, same data, same number of optimizer steps.
+
+Three ways, interleaved (plain, template, template without instruments, plain, ...) so
+drift of the machine hits all alike; prints median steps/s, spread and ratios per case.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+
+from fcn_research.train import CONF_DIR, build, train
+
+
+@dataclass
+class Case:
+    """One benchmark case: config overrides and the number of optimizer steps."""
+
+    name: str
+    overrides: list[str]
+    steps: int
+    times: dict[str, list[float]] = field(default_factory=dict)
+
+
+CASES = [
+    Case(
+        "a: digits 5x128, batch 64",
+        ["data=digits", "depth=5", "width=128", "batch_size=64", "activation=relu"],
+        1500,
+    ),
+    Case(
+        "b: notebook XOR 2-8-1 tanh, full batch",
+        ["data=xor_table", "depth=2", "width=8", "activation=tanh", "optimizer=sgd", "lr=0.1"],
+        10_000,
+    ),
+    Case(
+        "c: 2-D 16k samples, depth 3 x 512, batch 256",
+        ["data=circle", "data.num_samples=20000", "depth=3", "width=512", "batch_size=256"],
+        600,
+    ),
+]
+
+
+def _compose(overrides: list[str], out: Path) -> object:
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR), job_name="train"):
+        cfg = compose("train", overrides=[*overrides, f"output_dir={out}"], return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    return cfg
+
+
+def plain_loop(overrides: list[str], steps: int, out: Path) -> float:
+    """The notebook's loop over in-memory tensors: forward, loss, backward, step, zero_grad."""
+    cfg = _compose(overrides, out)
+    torch.manual_seed(0)
+    datamodule, module = build(cfg)
+    model, task = module.model, datamodule.task
+    optimizer = instantiate(cfg.optimizer)(model.parameters())
+    x, y, bs = datamodule.x_train, datamodule.y_train, datamodule.batch_size
+    start = time.perf_counter()
+    done = 0
+    while done < steps:
+        perm = torch.randperm(len(x))
+        xs, ys = x[perm], y[perm]
+        for i in range(0, len(x), bs):
+            out_ = model(xs[i : i + bs])
+            if task == "multiclass":
+                loss = F.cross_entropy(out_, ys[i : i + bs])
+            else:
+                loss = F.binary_cross_entropy_with_logits(out_.squeeze(-1), ys[i : i + bs])
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+            done += 1
+            if done == steps:
+                break
+    return time.perf_counter() - start
+
+
+def template(overrides: list[str], steps: int, out: Path, instruments: bool) -> float:
+    """``train(cfg)`` as a user runs it (wall time of the whole job, build to result.json)."""
+    extra = [
+        f"+trainer.max_steps={steps}",
+        "max_epochs=-1",
+        "trainer.enable_progress_bar=false",
+        "trainer.accelerator=cpu",
+    ]
+    if not instruments:
+        extra.append("callbacks=none")
+    cfg = _compose([*overrides, *extra], out)
+    start = time.perf_counter()
+    result = train(cfg)
+    elapsed = time.perf_counter() - start
+    if result["global_step"] != steps:
+        raise RuntimeError(f"template ran {result['global_step']} steps, expected {steps}")
+    return elapsed
+
+
+def run(repeats: int = 3, scale: float = 1.0) -> list[Case]:
+    """Run every case ``repeats`` times, the three ways interleaved; return the timings."""
+    ways: dict[str, Callable[[list[str], int, Path], float]] = {
+        "plain": plain_loop,
+        "template": lambda o, s, p: template(o, s, p, instruments=True),
+        "no_instruments": lambda o, s, p: template(o, s, p, instruments=False),
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        for case in CASES:
+            steps = max(10, int(case.steps * scale))
+            case.steps = steps
+            for r in range(repeats):
+                for way, fn in ways.items():
+                    out = Path(tmp) / f"{case.name[0]}_{way}_{r}"
+                    case.times.setdefault(way, []).append(fn(case.overrides, steps, out))
+    return cases_report(CASES)
+
+
+def cases_report(cases: list[Case]) -> list[Case]:
+    """Print steps/s (median and spread) and the ratios to the plain loop."""
+    for case in cases:
+        print(f"\n{case.name}  ({case.steps} steps)")
+        plain = statistics.median(case.times["plain"])
+        for way, times in case.times.items():
+            med = statistics.median(times)
+            print(
+                f"  {way:15s} {case.steps / med:9.0f} steps/s  median {med:6.2f} s  "
+                f"[{min(times):.2f}..{max(times):.2f}]  ratio to plain {med / plain:5.2f}"
+            )
+        inst = statistics.median(case.times["template"]) / statistics.median(
+            case.times["no_instruments"]
+        )
+        print(f"  instruments cost: template / no_instruments = {inst:.3f}")
+    return cases
+
+
+def main() -> None:
+    """``python scripts/benchmark.py [--repeats N] [--scale F]``."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply every case's steps")
+    args = parser.parse_args()
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    run(args.repeats, args.scale)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,147 @@
+"""TensorBoard really shows a run: start `tensorboard` on 127.0.0.1 and read its HTTP API."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from fcn_research.train import train
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get(base: str, path: str, **params: str) -> object:
+    url = f"{base}{path}?{urllib.parse.urlencode(params)}" if params else f"{base}{path}"
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return json.loads(r.read())
+
+
+def _post(base: str, path: str, body: dict) -> object:
+    # The hparams plugin reads a POST's raw body as the JSON request (as its frontend sends it).
+    req = urllib.request.Request(
+        f"{base}{path}",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.loads(r.read())
+
+
+@pytest.fixture
+def tensorboard_server(tmp_path: Path):
+    logdir = tmp_path / "logs"
+    logdir.mkdir()
+    port = _free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tensorboard.main",
+            "--logdir",
+            str(logdir),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--reload_interval",
+            "1",
+            "--load_fast",
+            "false",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield logdir, f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+def test_tensorboard_serves_scalars_histograms_images_hparams(make_cfg, tensorboard_server):
+    logdir, base = tensorboard_server
+    run = logdir / "activation=relu,depth=3"
+    train(make_cfg("data.num_samples=200", "width=16", "max_epochs=2", output_dir=run))
+
+    # TensorBoard loads event files in the background: poll until the whole run is in.
+    deadline = time.time() + 60
+    scalars: list = []
+    while time.time() < deadline:
+        try:
+            scalars = _get(
+                base, "/data/plugin/scalars/scalars", run=run.name, tag="grad_norm/layer_01"
+            )
+            if len(scalars) >= 7:  # steps 0..5 on the dense schedule, and the final step 6
+                break
+        except OSError:
+            pass
+        time.sleep(0.5)
+    else:
+        pytest.fail(f"TensorBoard did not serve the run's 7 gradient-norm points: {scalars}")
+    assert [s[1] for s in scalars] == [0, 1, 2, 3, 4, 5, 6]  # [wall_time, step, value]
+    dead = _get(base, "/data/plugin/scalars/scalars", run=run.name, tag="neurons/dead_fraction")
+    assert 0.0 <= dead[-1][2] <= 1.0
+
+    hist = _get(base, "/data/plugin/histograms/histograms", run=run.name, tag="weight/layer_02")
+    assert hist[0][1] == 0  # [wall_time, step, [[left, right, count], ...]]
+    assert sum(bucket[2] for bucket in hist[0][2]) == pytest.approx(16 * 16)
+
+    images = _get(base, "/data/plugin/images/images", run=run.name, tag="decision_boundary")
+    assert images[0]["step"] == 0 and images[-1]["step"] > 0
+
+    layout = _get(base, "/data/plugin/custom_scalars/layout")
+    charts = [c["title"] for cat in layout["category"] for c in cat["chart"]]
+    assert "gradient norm per layer" in charts and "dead fraction per layer" in charts
+
+    experiment = _post(base, "/data/plugin/hparams/experiment", {"experimentName": ""})
+    hparam_names = {h["name"] for h in experiment["hparamInfos"]}
+    assert {
+        "activation",
+        "depth",
+        "width",
+        "initializer",
+        "optimizer",
+        "lr",
+        "seed",
+        "data",
+    } <= hparam_names
+    metric_tags = {m["name"]["tag"] for m in experiment["metricInfos"]}
+    assert {
+        "val/acc",
+        "val/loss",
+        "neurons/dead_fraction",
+        "grad_norm/ratio_first_last",
+    } <= metric_tags
+    assert "hp_metric" not in metric_tags
+    groups = _post(
+        base,
+        "/data/plugin/hparams/session_groups",
+        {
+            "experimentName": "",
+            "allowedStatuses": [
+                "STATUS_UNKNOWN",
+                "STATUS_SUCCESS",
+                "STATUS_FAILURE",
+                "STATUS_RUNNING",
+            ],
+            "colParams": [],
+            "startIndex": 0,
+            "sliceSize": 10,
+        },
+    )
+    session = groups["sessionGroups"][0]
+    assert session["hparams"]["activation"] == "relu"
+    values = {m["name"]["tag"]: m["value"] for m in session["metricValues"]}
+    assert 0.5 < values["val/acc"] <= 1.0

@@ -1,0 +1,173 @@
+"""The real command line: help, --cfg job, the issue's sweep, bad input, a user's own activation."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import pytest
+
+from fcn_research.results import read_result
+from fcn_research.train import unique_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+QUIET = ["trainer.enable_progress_bar=false", "trainer.accelerator=cpu"]
+# Shrink the jobs without changing their names: hydra.* overrides are not in override_dirname,
+# and these task overrides are excluded from it.
+TINY = ["max_epochs=2", "data.num_samples=100", "width=8"]
+TINY_NAMES = (
+    "hydra.job.config.override_dirname.exclude_keys="
+    "[launcher,resume,trainer.enable_progress_bar,trainer.accelerator,max_epochs,data.num_samples,width]"
+)
+
+
+def only(paths: list[Path]) -> Path:
+    assert len(paths) == 1, paths
+    return paths[0]
+
+
+def test_help_lists_groups_and_options(run_cli):
+    out = run_cli("--help").stdout
+    for group in ("activation:", "initializer:", "data:", "optimizer:"):
+        assert group in out, group
+    for option in ("maxout", "zero_centred_sigmoid", "lecun_normal", "negative_layer", "moons"):
+        assert option in out, option
+    assert "depth" in out and "width" in out
+
+
+def test_cfg_job_prints_composed_config(run_cli, tmp_path):
+    out = run_cli("--cfg", "job", "depth=5", "activation=tanh").stdout
+    assert "depth: 5" in out and "width: 32" in out
+    assert "torch.nn.Tanh" in out
+    assert not (tmp_path / "outputs").exists(), "printing the config must not create run dirs"
+
+
+def test_issue_sweep(run_cli, tmp_path):
+    run_cli("-m", "activation=relu,tanh", "depth=3,5,7", *TINY, *QUIET, TINY_NAMES)
+    sweep = only(list((tmp_path / "outputs" / "sweeps").iterdir()))
+    jobs = {p.name: p for p in sweep.iterdir() if p.is_dir()}
+    expected = {f"activation={a},depth={d}" for a in ("relu", "tanh") for d in (3, 5, 7)}
+    assert set(jobs) == expected
+    for name, job in jobs.items():
+        assert list(job.glob("events.out.tfevents.*")), name
+        assert (job / ".hydra" / "config.yaml").exists() and (
+            job / ".hydra" / "overrides.yaml"
+        ).exists()
+        result = json.loads((job / "result.json").read_text())
+        assert result["status"] == "completed", (name, result.get("error"))
+        activation, depth = (kv.split("=")[1] for kv in name.split(","))
+        assert result["hparams"]["activation"] == activation
+        assert result["hparams"]["depth"] == int(depth)
+        assert f"activation={activation}" in result["overrides"]
+        assert result["epochs"] == 2 and "val/acc" in result["metrics"]
+    assert (sweep / "multirun.yaml").exists()
+
+
+def test_unique_dir_never_shares(tmp_path):
+    base = str(tmp_path / "sweeps" / "2024-01-01_00-00-00")
+    first, second = unique_dir(base), unique_dir(base)
+    assert first == base and second == f"{base}_1"
+    claimed: list[str] = []
+    threads = [threading.Thread(target=lambda: claimed.append(unique_dir(base))) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(claimed)) == 8 and first not in claimed and second not in claimed
+    assert all(Path(p).is_dir() for p in claimed)
+
+
+@pytest.mark.slow
+def test_concurrent_sweeps_get_different_dirs(tmp_path):
+    # Both sweeps resolve the same timestamp-free base: the "same second" case, guaranteed.
+    args = [
+        sys.executable, str(ROOT / "train.py"), "-m", "seed=0,1", "callbacks=none",
+        "max_epochs=1", "data.num_samples=50", *QUIET,
+        "hydra.sweep.dir=${fcn_unique_dir:outputs/sweeps/same_second}",
+    ]  # fmt: skip
+    procs = [subprocess.Popen(args, cwd=tmp_path, stderr=subprocess.PIPE, text=True) for _ in "ab"]
+    for proc in procs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+    sweeps = sorted(p.name for p in (tmp_path / "outputs" / "sweeps").iterdir())
+    assert sweeps == ["same_second", "same_second_1"]
+    for sweep in sweeps:
+        for seed in (0, 1):
+            job = only(list((tmp_path / "outputs" / "sweeps" / sweep).glob(f"*seed={seed}")))
+            result = read_result(job)
+            assert result is not None and result["status"] == "completed"
+
+
+def test_bad_depth_fails_with_message(run_cli, tmp_path):
+    proc = run_cli("depth=0", *QUIET, check=False)
+    assert proc.returncode != 0
+    assert "depth must be an integer >= 1 (1 = perceptron), got 0" in proc.stderr
+    run = only(list((tmp_path / "outputs" / "runs").iterdir()))
+    result = read_result(run)
+    assert result is None or result["status"] == "failed"
+    assert not list(run.glob("events.out.tfevents.*")), "training must not have started"
+
+
+def test_unknown_activation_lists_choices(run_cli, tmp_path):
+    proc = run_cli("activation=swishy", *QUIET, check=False)
+    assert proc.returncode != 0
+    assert "swishy" in proc.stderr
+    assert "Available options" in proc.stderr and "relu" in proc.stderr and "tanh" in proc.stderr
+    runs = tmp_path / "outputs" / "runs"
+    assert not runs.exists() or not any(read_result(p) for p in runs.iterdir())
+
+
+MY_ACTS = '''
+import torch
+from torch import nn
+
+
+class Swish(nn.Module):
+    """x * sigmoid(beta * x) (Ramachandran et al., 2017)."""
+
+    def __init__(self, beta: float = 1.0) -> None:
+        super().__init__()
+        self.beta = beta
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(self.beta * x)
+'''
+
+
+@pytest.fixture
+def outside_activation(tmp_path, monkeypatch) -> Path:
+    """A user's package outside this repo: ``my_acts.Swish`` and ``conf/activation/swish.yaml``."""
+    ext = tmp_path / "ext"
+    (ext / "conf" / "activation").mkdir(parents=True)
+    (ext / "my_acts.py").write_text(textwrap.dedent(MY_ACTS))
+    (ext / "conf" / "activation" / "swish.yaml").write_text(
+        "_target_: my_acts.Swish\n_partial_: true\nbeta: 1.5\n"
+    )
+    monkeypatch.setenv("PYTHONPATH", str(ext))
+    monkeypatch.syspath_prepend(str(ext))
+    return ext
+
+
+def test_custom_activation_from_outside(run_cli, tmp_path, outside_activation):
+    searchpath = f"hydra.searchpath=[file://{outside_activation / 'conf'}]"
+    run_cli("activation=swish", searchpath, "max_epochs=2", "data.num_samples=200", *QUIET)
+    run = only(list((tmp_path / "outputs" / "runs").iterdir()))
+    result = read_result(run)
+    assert result["status"] == "completed", result.get("error")
+    assert result["hparams"]["activation"] == "swish"
+    assert result["hparams"]["activation.beta"] == 1.5
+    assert list(run.glob("events.out.tfevents.*"))
+
+
+def test_custom_activation_compose_api(make_cfg, outside_activation):
+    from fcn_research.train import build
+
+    searchpath = f"hydra.searchpath=[file://{outside_activation / 'conf'}]"
+    cfg = make_cfg("activation=swish", searchpath, "data.num_samples=64", "width=4")
+    _, module = build(cfg)
+    assert [type(a).__name__ for a in module.model.activations] == ["Swish", "Swish"]
+    assert module.model.activations[0].beta == 1.5

@@ -159,3 +159,13 @@ def test_tensorboard_events_hold_every_instrument(make_cfg, tmp_path):
     steps = [e.step for e in acc.Images("decision_boundary")]
     assert steps[0] == 0 and steps[-1] > 0
     assert "hp_metric" not in tags["scalars"]
+
+
+def test_inspect_init_prints_the_init_values_of_training(make_cfg, run_cli):
+    overrides = ["activation=sigmoid", "depth=7", "initializer=constant_layer", "width=16"]
+    init = train(make_cfg(*overrides, "data.num_samples=200"))["init"]
+    proc = run_cli(*overrides, "data.num_samples=200", script="scripts/inspect_init.py")
+    assert f"grad_norm/ratio_first_last = {init['grad_norm/ratio_first_last']:.3g}" in proc.stdout
+    row = next(line for line in proc.stdout.splitlines() if "│    01 │" in line)
+    assert f"{init['grad_norm/layer_01']:.3g}" in row
+    assert f"{init['activations/std/layer_01']:.3g}" in row

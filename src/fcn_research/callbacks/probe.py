@@ -27,6 +27,11 @@ def probe_set(trainer: L.Trainer, size: int, seed: int = 0) -> tuple[Tensor, Ten
             if n >= size:
                 break
         x, y = torch.cat(xs), torch.cat(ys)
+    return sample_probe(x, y, size, seed)
+
+
+def sample_probe(x: Tensor, y: Tensor, size: int, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """``size`` samples of (x, y) drawn without replacement by a seeded permutation."""
     generator = torch.Generator().manual_seed(seed)
     idx = torch.randperm(len(x), generator=generator)[:size].to(x.device)
     return x[idx], y[idx]

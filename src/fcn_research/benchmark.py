@@ -56,7 +56,9 @@ CASES = [
 def _compose(overrides: list[str], out: Path) -> object:
     GlobalHydra.instance().clear()
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR), job_name="train"):
-        cfg = compose("train", overrides=[*overrides, f"output_dir={out}"], return_hydra_config=True)
+        cfg = compose(
+            "train", overrides=[*overrides, f"output_dir='{out}'"], return_hydra_config=True
+        )
     HydraConfig.instance().set_config(cfg)
     return cfg
 
@@ -64,6 +66,8 @@ def _compose(overrides: list[str], out: Path) -> object:
 def plain_loop(overrides: list[str], steps: int, out: Path) -> float:
     """The notebook's loop over in-memory tensors: forward, loss, backward, step, zero_grad."""
     cfg = _compose(overrides, out)
+    if cfg.get("num_threads"):
+        torch.set_num_threads(int(cfg.num_threads))  # the same threads as the template's jobs
     torch.manual_seed(0)
     datamodule, module = build(cfg)
     model, task = module.model, datamodule.task
@@ -150,7 +154,6 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every case's steps")
     args = parser.parse_args()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     run(args.repeats, args.scale)
 
 

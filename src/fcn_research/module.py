@@ -20,7 +20,7 @@ class FCNModule(L.LightningModule):
 
     Logs ``train/loss``, ``val/loss`` and ``train/acc``, ``val/acc`` (classification) or
     ``val/mse`` (regression) once per epoch. A non-finite epoch loss marks the run as
-    diverged and stops training.
+    diverged (``train/diverged`` = 1) and stops training.
     """
 
     def __init__(
@@ -80,10 +80,13 @@ class FCNModule(L.LightningModule):
         loss = self._train_loss_sum / self._train_batches
         self._train_loss_sum = torch.zeros((), device=loss.device)
         self._train_batches = 0
-        self.log("train/loss", loss)
+        self.log("train/loss", loss, sync_dist=True)
         self.log(f"train/{self.metric_name}", self.train_metric.compute())
         self.train_metric.reset()
-        if not torch.isfinite(loss):
+        diverged = not torch.isfinite(loss)
+        # A TensorBoard tag, and a metric that reaches train() even from ddp_spawn's workers.
+        self.log("train/diverged", float(diverged))
+        if diverged:
             self.diverged = True
             self.trainer.should_stop = True
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -139,6 +140,23 @@ def _final_metrics(trainer: L.Trainer) -> dict[str, float]:
     return {k: float(v) for k, v in trainer.callback_metrics.items() if isinstance(v, torch.Tensor)}
 
 
+def _trained_to_the_end(ckpt: Path, max_epochs: int | None) -> bool:
+    """Whether the checkpoint was saved after the last epoch (Lightning's ``epoch`` is 0-based)."""
+    if max_epochs is None or max_epochs < 0:
+        return False
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    return int(state.get("epoch", -1)) + 1 >= max_epochs
+
+
+def job_env() -> dict[str, Any]:
+    """Where the job runs: host, the GPUs Ray or SLURM made visible to it, torch's threads."""
+    return {
+        "host": socket.gethostname(),
+        "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train one MLP as configured; write and return its result (schema: DESIGN.md)."""
     out = Path(cfg.output_dir)
@@ -158,6 +176,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "init": (previous or {}).get("init", {}),
         "epochs": 0,
         "wall_s": 0.0,
+        "env": job_env(),
     }
     write_json_atomic(out / RESULT_FILE, result)
     try:
@@ -168,6 +187,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
         ckpt = out / CHECKPOINT
         ckpt_path = str(ckpt) if cfg.get("resume", True) and ckpt.exists() else None
+        if ckpt_path and _trained_to_the_end(ckpt, trainer.max_epochs):
+            # Killed after its last checkpoint but before result.json: the final metrics died
+            # with the process, and resuming would train nothing. Training is deterministic,
+            # so a fresh start gives the same result.
+            log.info("%s is from the last epoch; retraining to recover the metrics", ckpt)
+            ckpt_path = None
         if ckpt_path:
             log.info("resuming from %s", ckpt_path)
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
@@ -177,7 +202,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             result["metrics"].update(getattr(cb, "final_metrics", {}))
         result["epochs"] = trainer.current_epoch
         result["global_step"] = trainer.global_step
-        result["status"] = "diverged" if module.diverged else "completed"
+        diverged = module.diverged or result["metrics"].get("train/diverged", 0.0) > 0
+        result["status"] = "diverged" if diverged else "completed"
     except Exception as err:
         result["status"] = "failed"
         result["error"] = f"{type(err).__name__}: {err}"

@@ -16,9 +16,13 @@ class TensorBatches:
     """An epoch of mini-batches sliced from in-memory tensors (a DataLoader without workers).
 
     With ``shuffle`` the tensors are permuted once per epoch (seeded by ``seed`` and the
-    epoch number that ``epoch`` returns, so a resumed run sees the same order) and batches are contiguous slices of the permuted copy. ``min_batches``
-    repeats the data within one epoch, so a tiny dataset (XOR's 4 points) runs many
-    optimizer steps per epoch instead of paying Lightning's per-epoch cost every step.
+    epoch number that ``epoch`` returns, so a resumed run sees the same order) and batches
+    are contiguous slices of the permuted copy. ``min_batches`` repeats the data within one
+    epoch, so a tiny dataset (XOR's 4 points) runs many optimizer steps per epoch instead of
+    paying Lightning's per-epoch cost every step.
+    Under data parallelism (``rank_world`` returns this process's rank and the world size)
+    every rank walks the same batches and keeps every world-th row of each, so the global
+    batch is still ``batch_size``; with one process nothing changes.
     """
 
     def __init__(
@@ -30,12 +34,14 @@ class TensorBatches:
         seed: int = 0,
         min_batches: int = 1,
         epoch: Callable[[], int] | None = None,
+        rank_world: Callable[[], tuple[int, int]] | None = None,
     ) -> None:
         self.x, self.y = x, y
         self.batch_size = min(batch_size, len(x))
         self.shuffle = shuffle
         self.seed = seed
         self.epoch = epoch or (lambda: 0)
+        self.rank_world = rank_world or (lambda: (0, 1))
         self.batches_per_pass = -(-len(x) // self.batch_size)
         self.passes = max(1, -(-min_batches // self.batches_per_pass))
 
@@ -45,13 +51,22 @@ class TensorBatches:
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch())
         n, bs = len(self.x), self.batch_size
+        rank, world = self.rank_world()
         for _ in range(self.passes):
             x, y = self.x, self.y
             if self.shuffle and n > bs:
                 perm = torch.randperm(n, generator=generator).to(x.device)
                 x, y = x[perm], y[perm]
             for start in range(0, n, bs):
-                yield x[start : start + bs], y[start : start + bs]
+                rows = _rank_rows(min(bs, n - start), rank, world)
+                yield x[start : start + bs][rows], y[start : start + bs][rows]
+
+
+def _rank_rows(size: int, rank: int, world: int) -> slice:
+    """This rank's rows of a batch of ``size``: every world-th one (all of them for one rank)."""
+    if size < world:  # a short tail batch: every rank still takes a step, or DDP would hang
+        return slice(rank % size, rank % size + 1)
+    return slice(rank, None, world)
 
 
 class InMemoryDataModule(L.LightningDataModule):
@@ -160,6 +175,9 @@ class InMemoryDataModule(L.LightningDataModule):
     def _current_epoch(self) -> int:
         return self.trainer.current_epoch if self.trainer is not None else 0
 
+    def _rank_world(self) -> tuple[int, int]:
+        return (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
+
     def train_dataloader(self) -> TensorBatches:
         if "train" not in self._loaders:
             self._loaders["train"] = TensorBatches(
@@ -170,6 +188,7 @@ class InMemoryDataModule(L.LightningDataModule):
                 seed=self.seed,
                 min_batches=self.min_batches_per_epoch,
                 epoch=self._current_epoch,
+                rank_world=self._rank_world,
             )
         return self._loaders["train"]
 

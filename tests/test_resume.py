@@ -1,0 +1,138 @@
+"""Sweeps survive their jobs: kill and rerun resumes, divergence and exceptions stay local."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from fcn_research.results import read_result, write_json_atomic
+from fcn_research.sweep_status import sweep_statuses
+from fcn_research.train import train
+
+ROOT = Path(__file__).resolve().parents[1]
+QUIET = ["trainer.enable_progress_bar=false", "trainer.accelerator=cpu"]
+# Three jobs of a few seconds each: long enough to kill the second between two checkpoints.
+SWEEP = ["-m", "seed=0,1,2", "max_epochs=10", "callbacks=none", "data.num_samples=5000", *QUIET]
+
+
+def _job_dirs(sweep: Path) -> dict[str, Path]:
+    return {p.parent.name: p.parent for p in sweep.glob("*/result.json")}
+
+
+def _only(sweep: Path, pattern: str) -> Path:
+    (job,) = sweep.glob(pattern)
+    return job
+
+
+def _job(sweep: Path, seed: int) -> Path:
+    return sweep / f"callbacks=none,data.num_samples=5000,max_epochs=10,seed={seed}"
+
+
+def _metrics(sweep: Path) -> dict[str, dict[str, float]]:
+    return {name: read_result(d)["metrics"] for name, d in _job_dirs(sweep).items()}
+
+
+def test_interrupted_run_resumes_to_the_uninterrupted_result(make_cfg, tmp_path):
+    common = ["seed=3", "callbacks=none"]
+    reference = train(make_cfg(*common, "max_epochs=6", output_dir=tmp_path / "reference"))
+    # A job stopped after 3 of its 6 epochs, as a kill leaves it: a checkpoint, status running.
+    train(make_cfg(*common, "max_epochs=3", output_dir=tmp_path / "job"))
+    interrupted = read_result(tmp_path / "job")
+    write_json_atomic(tmp_path / "job" / "result.json", {**interrupted, "status": "running"})
+    resumed = train(make_cfg(*common, "max_epochs=6", output_dir=tmp_path / "job"))
+    assert resumed["status"] == "completed"
+    assert resumed["global_step"] == reference["global_step"]
+    assert resumed["metrics"] == pytest.approx(reference["metrics"], rel=1e-5, abs=1e-6)
+    assert resumed["metrics"] != interrupted["metrics"]  # it did train on
+
+
+def test_completed_run_is_skipped(make_cfg, tmp_path):
+    cfg = make_cfg("callbacks=none", output_dir=tmp_path / "job")
+    first = train(cfg)
+    mtime = (tmp_path / "job" / "result.json").stat().st_mtime_ns
+    assert train(cfg) == first
+    assert (tmp_path / "job" / "result.json").stat().st_mtime_ns == mtime
+
+
+@pytest.mark.slow
+def test_killed_sweep_resumes_and_matches_uninterrupted(run_cli, tmp_path):
+    sweep = tmp_path / "killed"
+    cmd = [sys.executable, str(ROOT / "train.py"), *SWEEP, f"hydra.sweep.dir={sweep}"]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.Popen(
+        cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    first, second = _job(sweep, 0), _job(sweep, 1)
+    deadline = time.monotonic() + 120
+    try:
+        # Kill once job 1 is done and job 2 has saved a checkpoint but not finished.
+        while time.monotonic() < deadline and proc.poll() is None:
+            done = (read_result(first) or {}).get("status") == "completed"
+            if done and (second / "checkpoints" / "last.ckpt").exists():
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, "the sweep ended before it could be killed; make it longer"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+
+    assert read_result(first)["status"] == "completed"
+    assert read_result(second)["status"] == "running"  # killed: never overwritten
+    first_mtime = (first / "result.json").stat().st_mtime_ns
+    first_events = sorted(first.glob("events.out.tfevents.*"))
+
+    proc = run_cli(*SWEEP, f"hydra.sweep.dir={sweep}")
+    assert (first / "result.json").stat().st_mtime_ns == first_mtime  # skipped, not re-run
+    assert sorted(first.glob("events.out.tfevents.*")) == first_events
+    assert "resuming from" in (second / "train.log").read_text()
+    assert sweep_statuses(sweep) == {"completed": [_job(sweep, i).name for i in range(3)]}
+
+    run_cli(*SWEEP, f"hydra.sweep.dir={tmp_path / 'uninterrupted'}")
+    resumed, reference = _metrics(sweep), _metrics(tmp_path / "uninterrupted")
+    assert resumed.keys() == reference.keys()
+    for job, metrics in reference.items():
+        assert resumed[job] == pytest.approx(metrics, rel=1e-5, abs=1e-6), job
+
+
+def _tags(job_dir: Path) -> dict[str, list[float]]:
+    events = EventAccumulator(str(job_dir), size_guidance={"scalars": 0})
+    events.Reload()
+    return {tag: [e.value for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def test_diverging_job_next_to_a_normal_one(run_cli, tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = run_cli(
+        "-m",
+        "optimizer=sgd",
+        "lr=0.1,1000000.0",
+        "max_epochs=5",
+        *QUIET,
+        f"hydra.sweep.dir={sweep}",
+    )
+    assert proc.returncode == 0  # diverging is a result, not an error
+    normal_dir, diverged_dir = _only(sweep, "lr=0.1,*"), _only(sweep, "lr=1000000.0,*")
+    normal, diverged = read_result(normal_dir), read_result(diverged_dir)
+    assert normal["status"] == "completed"
+    assert diverged["status"] == "diverged"
+    assert diverged["epochs"] < 5  # stopped early
+    assert _tags(diverged_dir)["train/diverged"][-1] == 1.0
+    assert set(_tags(normal_dir)["train/diverged"]) == {0.0}
+
+
+def test_failed_job_is_recorded_and_the_sweep_exits_1(run_cli, tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = run_cli("-m", "depth=0,2", *QUIET, f"hydra.sweep.dir={sweep}", check=False)
+    assert proc.returncode == 1
+    failed, ok = read_result(sweep / "depth=0"), read_result(sweep / "depth=2")
+    assert failed["status"] == "failed"
+    assert "depth must be an integer >= 1" in failed["error"]
+    assert ok["status"] == "completed"  # ran after the failure
+    assert "job depth=0: failed" in proc.stdout + proc.stderr

@@ -106,9 +106,10 @@ def test_lecun_normal():
 
 
 def test_orthogonal():
-    model = init.Orthogonal()(wide_mlp(nn.Tanh, depth=2))
+    torch.manual_seed(0)
+    model = init.Orthogonal(gain=2.0)(MLP(64, 1, depth=2, width=64, activation=nn.Tanh))
     w = model.linears[0].weight
-    assert torch.allclose(w @ w.T, torch.eye(WIDE), atol=1e-4)
+    assert torch.allclose(w @ w.T, 4 * torch.eye(64), atol=1e-4)
 
 
 @pytest.mark.parametrize(

@@ -89,6 +89,12 @@ def test_bad_width(width):
         MLP(2, 1, depth=3, width=width, activation=nn.ReLU)
 
 
+@pytest.mark.parametrize("width", [8.5, "8", True, [4.0, 4], [True, 4]])
+def test_width_must_be_integers(width):
+    with pytest.raises(ValueError, match=r"width must be an integer >= 1 or a list of them"):
+        MLP(2, 1, depth=3, width=width, activation=nn.ReLU)
+
+
 def test_activation_must_build_a_module():
     with pytest.raises(TypeError, match="_partial_"):
         MLP(2, 1, depth=2, width=4, activation=lambda: torch.relu)

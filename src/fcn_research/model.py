@@ -11,10 +11,15 @@ def hidden_widths(width: int | Sequence[int], depth: int) -> list[int]:
     """Expand ``width`` (an int or one int per hidden layer) to ``depth - 1`` hidden widths."""
     if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
         raise ValueError(f"depth must be an integer >= 1 (1 = perceptron), got {depth!r}")
+    entries = [width] if isinstance(width, int | float | str) else list(width)
+    if not all(isinstance(w, int) and not isinstance(w, bool) for w in entries):
+        raise ValueError(
+            f"width must be an integer >= 1 or a list of them (one per hidden layer), got {width!r}"
+        )
     if isinstance(width, int):
         widths = [width] * (depth - 1)
     else:
-        widths = [int(w) for w in width]
+        widths = list(entries)
         if len(widths) != depth - 1:
             raise ValueError(
                 f"width as a list needs one entry per hidden layer (depth - 1 = {depth - 1}), "

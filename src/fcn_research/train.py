@@ -166,6 +166,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         return previous
 
     start = time.perf_counter()
+    if cfg.get("num_threads"):
+        torch.set_num_threads(int(cfg.num_threads))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     result: dict[str, Any] = {
         "status": "running",

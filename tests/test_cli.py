@@ -64,6 +64,7 @@ def test_issue_sweep(run_cli, tmp_path):
         assert result["hparams"]["depth"] == int(depth)
         assert f"activation={activation}" in result["overrides"]
         assert result["epochs"] == 2 and "val/acc" in result["metrics"]
+        assert not list(job.glob("*.tmp")), "result.json must be written atomically"
     assert (sweep / "multirun.yaml").exists()
 
 

@@ -1,7 +1,11 @@
 # Each target sets up .venv (pinned by requirements.lock) on first use.
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed
+# Optional extras on top, e.g. `make test EXTRAS=ray,slurm` (CI: the launcher tests run).
+# They resolve their own pins: Ray's clash with the lock's cloudpickle and joblib.
+EXTRAS ?=
+comma := ,
+STAMP := $(VENV)/.installed$(if $(EXTRAS),-$(EXTRAS))
 
 .PHONY: sweep test slow lint setup
 
@@ -11,6 +15,7 @@ $(STAMP): pyproject.toml requirements.lock
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c requirements.lock -e '.[dev]'
+	$(if $(EXTRAS),$(PY) -m pip install -q -e '.[dev$(comma)$(EXTRAS)]')
 	touch $(STAMP)
 
 sweep: $(STAMP)

@@ -37,20 +37,17 @@ class FCNModule(L.LightningModule):
         self.diverged = False
         self.run_hparams: dict[str, object] = {}  # the run's flat hparams, set by train()
         if task == "regression":
-            self.train_metric, self.val_metric = (
-                torchmetrics.MeanSquaredError(),
-                torchmetrics.MeanSquaredError(),
-            )
+            self.val_metric = torchmetrics.MeanSquaredError()
             self.metric_name = "mse"
         else:
             kwargs = (
                 {"task": task} if task == "binary" else {"task": task, "num_classes": num_classes}
             )
-            self.train_metric = torchmetrics.Accuracy(**kwargs)
             self.val_metric = torchmetrics.Accuracy(**kwargs)
             self.metric_name = "acc"
-        self._train_loss_sum = torch.zeros(())
-        self._train_batches = 0
+        # [loss sum over batches, metric sum over samples, batches, samples], on the device:
+        # training steps never wait for the host; it reads the epoch's means once, at its end.
+        self._train_sums = torch.zeros(4)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.model(x)
@@ -65,24 +62,36 @@ class FCNModule(L.LightningModule):
             return F.binary_cross_entropy_with_logits(out, y), torch.sigmoid(out)
         return F.mse_loss(out, y), out
 
+    def _metric_sum(self, pred: Tensor, y: Tensor) -> Tensor:
+        """Correct predictions (classification) or squared errors (regression), summed."""
+        if self.task == "multiclass":
+            return (pred.argmax(-1) == y).sum()
+        if self.task == "binary":
+            return ((pred > 0.5) == (y > 0.5)).sum()
+        return (pred - y).pow(2).sum()
+
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch
         loss, pred = self.loss_and_predictions(x, y)
-        # Accumulate on the device; the host sees the epoch's mean once, at epoch end.
-        self._train_loss_sum = self._train_loss_sum.to(loss.device) + loss.detach()
-        self._train_batches += 1
-        self.train_metric.update(pred.detach(), y)
+        step = torch.stack(
+            [
+                loss.detach(),
+                self._metric_sum(pred.detach(), y).float(),
+                loss.new_ones(()),
+                loss.new_tensor(float(len(x))),
+            ]
+        )
+        self._train_sums = self._train_sums.to(loss.device) + step
         return loss
 
     def on_train_epoch_end(self) -> None:
-        if not self._train_batches:
+        loss_sum, metric_sum, batches, samples = self._train_sums.unbind()
+        self._train_sums = torch.zeros_like(self._train_sums)
+        if batches == 0:  # one host read per epoch
             return
-        loss = self._train_loss_sum / self._train_batches
-        self._train_loss_sum = torch.zeros((), device=loss.device)
-        self._train_batches = 0
+        loss = loss_sum / batches
         self.log("train/loss", loss, sync_dist=True)
-        self.log(f"train/{self.metric_name}", self.train_metric.compute())
-        self.train_metric.reset()
+        self.log(f"train/{self.metric_name}", metric_sum / samples, sync_dist=True)
         diverged = not torch.isfinite(loss)
         # A TensorBoard tag, and a metric that reaches train() even from ddp_spawn's workers.
         self.log("train/diverged", float(diverged))

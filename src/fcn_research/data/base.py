@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Literal
+from pathlib import PurePath
+from typing import Any, Literal
 
 import lightning as L
 import torch
 from torch import Tensor
 
 Task = Literal["binary", "multiclass", "regression"]
+
+# Generated / loaded datasets by generation key, so later jobs of a sweep skip the work.
+# Two entries: a sweep rarely alternates between more datasets, and MNIST is ~200 MB.
+_DATA_CACHE: dict[tuple[Any, ...], tuple[Tensor, Tensor, tuple[Tensor, Tensor] | None]] = {}
+_DATA_CACHE_SIZE = 2
 
 
 class TensorBatches:
@@ -144,8 +150,34 @@ class InMemoryDataModule(L.LightningDataModule):
                     setattr(self, key, getattr(self, key).to(device))
             self._loaders.clear()
 
+    def _generation_key(self) -> tuple[Any, ...]:
+        # Everything scalar that configures the datamodule: equal keys generate equal data.
+        simple = (int, float, str, bool, type(None), PurePath)
+        params = sorted((k, str(v)) for k, v in vars(self).items() if isinstance(v, simple))
+        return (type(self).__module__, type(self).__qualname__, tuple(params))
+
+    def _generate_cached(self) -> tuple[Tensor, Tensor, tuple[Tensor, Tensor] | None]:
+        # Jobs of a sweep run in one process: generate (or read) each dataset once.
+        key = self._generation_key()
+        if key not in _DATA_CACHE:
+            if len(_DATA_CACHE) >= _DATA_CACHE_SIZE:
+                _DATA_CACHE.pop(next(iter(_DATA_CACHE)))
+            x, y = self.generate()
+            _DATA_CACHE[key] = (x, y, self.generate_test())
+        return _DATA_CACHE[key]
+
+    def transfer_batch_to_device(
+        self, batch: Any, device: torch.device, dataloader_idx: int
+    ) -> Any:
+        """Batches are slices of tensors that already live on the device: nothing to move."""
+        if isinstance(batch, tuple | list) and all(
+            isinstance(t, Tensor) and t.device == device for t in batch
+        ):
+            return batch
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
+
     def _build(self) -> None:
-        x, y = self.generate()
+        x, y, test = self._generate_cached()
         n = len(x)
         n_val = round(n * self.val_fraction)
         if self.val_fraction > 0 and (n_val < 1 or n - n_val < 1):
@@ -159,7 +191,6 @@ class InMemoryDataModule(L.LightningDataModule):
         train_idx, val_idx = perm[n_val:], perm[:n_val]
         x_train, y_train = x[train_idx], y[train_idx]
         x_val, y_val = (x[val_idx], y[val_idx]) if n_val else (x_train, y_train)
-        test = self.generate_test()
         if self.standardize:
             mean = x_train.mean(0, keepdim=True)
             std = x_train.std(0, keepdim=True) if len(x_train) > 1 else torch.ones_like(mean)
@@ -195,9 +226,7 @@ class InMemoryDataModule(L.LightningDataModule):
     def val_dataloader(self) -> TensorBatches:
         # Validation is one pass in large batches: no gradients, so memory is small.
         if "val" not in self._loaders:
-            self._loaders["val"] = TensorBatches(
-                self.x_val, self.y_val, max(self.batch_size, 4096)
-            )
+            self._loaders["val"] = TensorBatches(self.x_val, self.y_val, max(self.batch_size, 4096))
         return self._loaders["val"]
 
     def test_dataloader(self) -> TensorBatches:

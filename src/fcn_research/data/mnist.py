@@ -12,6 +12,7 @@ import math
 import struct
 import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -170,6 +171,14 @@ class MNIST(InMemoryDataModule):
             ) from err
         log.info("downloading %s into %s", self.name, self.directory.resolve())
         getattr(torchvision.datasets, self.folder)(str(self.root), train=True, download=True)
+
+    def _generation_key(self) -> tuple[Any, ...]:
+        # Replaced or re-downloaded files must be read again, not served from the cache.
+        stats = sorted(
+            (str(p), p.stat().st_size, p.stat().st_mtime_ns)
+            for p in self._existing_files().values()
+        )
+        return (*super()._generation_key(), tuple(stats))
 
     def generate(self) -> tuple[Tensor, Tensor]:
         return self._load("train")

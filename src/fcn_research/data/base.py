@@ -16,6 +16,10 @@ Task = Literal["binary", "multiclass", "regression"]
 # Two entries: a sweep rarely alternates between more datasets, and MNIST is ~200 MB.
 _DATA_CACHE: dict[tuple[Any, ...], tuple[Tensor, Tensor, tuple[Tensor, Tensor] | None]] = {}
 _DATA_CACHE_SIZE = 2
+# Base-class settings applied after generation: they don't change what generate() returns.
+_SPLIT_AND_BATCHING = frozenset(
+    {"batch_size", "val_fraction", "min_batches_per_epoch", "standardize"}
+)
 
 
 class TensorBatches:
@@ -153,7 +157,11 @@ class InMemoryDataModule(L.LightningDataModule):
     def _generation_key(self) -> tuple[Any, ...]:
         # Everything scalar that configures the datamodule: equal keys generate equal data.
         simple = (int, float, str, bool, type(None), PurePath)
-        params = sorted((k, str(v)) for k, v in vars(self).items() if isinstance(v, simple))
+        params = sorted(
+            (k, str(v))
+            for k, v in vars(self).items()
+            if isinstance(v, simple) and k not in _SPLIT_AND_BATCHING
+        )
         return (type(self).__module__, type(self).__qualname__, tuple(params))
 
     def _generate_cached(self) -> tuple[Tensor, Tensor, tuple[Tensor, Tensor] | None]:

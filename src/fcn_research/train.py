@@ -10,6 +10,7 @@ import os
 import re
 import socket
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,11 @@ def job_dirname(override_dirname: str, job_num: Any) -> str:
     name = override_dirname or f"job_{job_num}"
     return re.sub(r"[/\\]", "_", name)
 
+
+# Lightning warnings that don't apply: metrics are logged per epoch, not every n steps; and
+# Lightning 2.6's own use of a torch API that torch 2.13 deprecates.
+warnings.filterwarnings("ignore", message=r".*smaller than the logging interval.*")
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
 
 OmegaConf.register_new_resolver("fcn_unique_dir", unique_dir, use_cache=True, replace=True)
 OmegaConf.register_new_resolver("fcn_job_dirname", job_dirname, replace=True)

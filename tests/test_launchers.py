@@ -52,11 +52,13 @@ def test_ray_presets_reserve_cores_and_gpus(make_cfg):
     ray = make_cfg("launcher=ray").hydra.launcher.ray
     assert ray.init.address == "local" and ray.init.include_dashboard is False
     assert ray.init._node_ip_address == "127.0.0.1"
-    assert dict(ray.remote) == {"num_cpus": 1, "num_gpus": 0}
+    assert (ray.remote.num_cpus, ray.remote.num_gpus) == (1, 0)
+    # Ray then hides every GPU from a job that reserved none, so it cannot crowd onto them.
+    assert ray.remote.runtime_env.env_vars.RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO == "1"
     gpus = make_cfg("launcher=gpus", "gpus_per_job=0.25", "cpus_per_job=2").hydra.launcher.ray
-    assert dict(gpus.remote) == {"num_cpus": 2, "num_gpus": 0.25}
+    assert (gpus.remote.num_cpus, gpus.remote.num_gpus) == (2, 0.25)
     cluster = make_cfg("launcher=ray_cluster", "address=10.0.0.1:6379").hydra.launcher.ray
-    assert dict(cluster.init) == {"address": "10.0.0.1:6379"}
+    assert dict(cluster.init) == {"address": "10.0.0.1:6379"}  # no local-only options
 
 
 def test_slurm_preset_renders_submitit_parameters(make_cfg):
@@ -81,7 +83,10 @@ def test_slurm_preset_renders_submitit_parameters(make_cfg):
     assert {"partition", "time_min", "array_parallelism", "gpus_per_job"} <= excluded
 
 
-@pytest.mark.parametrize("gpus_per_job", [1, pytest.param(0.5, marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "gpus_per_job",
+    [1, pytest.param(0.5, marks=pytest.mark.slow), pytest.param(0, marks=pytest.mark.slow)],
+)
 def test_ray_gives_each_job_its_logical_gpus(run_cli, tmp_path, gpus_per_job):
     pytest.importorskip("hydra_plugins.hydra_ray_launcher")
     sweep = tmp_path / "sweep"
@@ -94,6 +99,9 @@ def test_ray_gives_each_job_its_logical_gpus(run_cli, tmp_path, gpus_per_job):
     assert len(results) == 4
     assert {r["status"] for r in results} == {"completed"}  # on CPU: no real GPU here
     devices = [r["env"]["CUDA_VISIBLE_DEVICES"] for r in results]
+    if gpus_per_job == 0:
+        assert set(devices) == {""}, devices  # no GPU reserved: none visible
+        return
     assert set(devices) == {"0", "1"}, devices
     if gpus_per_job == 1:
         # Ray runs two jobs at a time, one per GPU: jobs that overlap never share one.

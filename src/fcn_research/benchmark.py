@@ -112,7 +112,7 @@ def template(overrides: list[str], steps: int, out: Path, instruments: bool) -> 
     return elapsed
 
 
-def run(repeats: int = 3, scale: float = 1.0) -> list[Case]:
+def run(repeats: int = 3, scale: float = 1.0, only: str = "abc") -> list[Case]:
     """Run every case ``repeats`` times, the three ways interleaved; return the timings."""
     ways: dict[str, Callable[[list[str], int, Path], float]] = {
         "plain": plain_loop,
@@ -120,14 +120,15 @@ def run(repeats: int = 3, scale: float = 1.0) -> list[Case]:
         "no_instruments": lambda o, s, p: template(o, s, p, instruments=False),
     }
     with tempfile.TemporaryDirectory() as tmp:
-        for case in CASES:
+        cases = [c for c in CASES if c.name[0] in only]
+        for case in cases:
             steps = max(10, int(case.steps * scale))
             case.steps = steps
             for r in range(repeats):
                 for way, fn in ways.items():
                     out = Path(tmp) / f"{case.name[0]}_{way}_{r}"
                     case.times.setdefault(way, []).append(fn(case.overrides, steps, out))
-    return cases_report(CASES)
+    return cases_report(cases)
 
 
 def cases_report(cases: list[Case]) -> list[Case]:
@@ -153,8 +154,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every case's steps")
+    parser.add_argument("--cases", default="abc", help="which cases to run, e.g. 'ac'")
     args = parser.parse_args()
-    run(args.repeats, args.scale)
+    run(args.repeats, args.scale, args.cases)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import lightning as L
 import torch
@@ -19,8 +20,10 @@ class FCNModule(L.LightningModule):
     """Trains ``model`` for a binary, multi-class or regression task.
 
     Logs ``train/loss``, ``val/loss`` and ``train/acc``, ``val/acc`` (classification) or
-    ``val/mse`` (regression) once per epoch. A non-finite epoch loss marks the run as
-    diverged (``train/diverged`` = 1) and stops training.
+    ``val/mse`` (regression) once per epoch. ``steps_per_batch`` > 1 takes that many optimizer
+    steps on each batch: for full-batch data (every batch is the whole training set) that is
+    the same training as repeating the batch, without Lightning's per-batch overhead. A
+    non-finite epoch loss marks the run as diverged (``train/diverged`` = 1) and stops it.
     """
 
     def __init__(
@@ -29,6 +32,7 @@ class FCNModule(L.LightningModule):
         task: Task,
         num_classes: int,
         optimizer: OptimizerFactory,
+        steps_per_batch: int = 1,
     ) -> None:
         super().__init__()
         self.model = model
@@ -45,9 +49,20 @@ class FCNModule(L.LightningModule):
             )
             self.val_metric = torchmetrics.Accuracy(**kwargs)
             self.metric_name = "acc"
-        # [loss sum over batches, metric sum over samples, batches, samples], on the device:
-        # training steps never wait for the host; it reads the epoch's means once, at its end.
-        self._train_sums = torch.zeros(4)
+        if steps_per_batch < 1:
+            raise ValueError(f"steps_per_batch must be >= 1, got {steps_per_batch}")
+        self.steps_per_batch = steps_per_batch
+        # Optimization is written out (Lightning's manual mode): it lets one batch take several
+        # steps, and skips the per-step closure machinery of automatic optimization.
+        self.automatic_optimization = False
+        # The epoch's sums (loss and metric stay on the device; the host reads them at its end).
+        # A dict, so per-step updates don't go through nn.Module.__setattr__.
+        self._epoch_sums: dict[str, Any] = {
+            "loss": torch.zeros(()),
+            "metric": torch.zeros(()),
+            "steps": 0,
+            "samples": 0,
+        }
 
     def forward(self, x: Tensor) -> Tensor:
         return self.model(x)
@@ -72,27 +87,48 @@ class FCNModule(L.LightningModule):
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch
-        loss, pred = self.loss_and_predictions(x, y)
-        step = torch.stack(
-            [
-                loss.detach(),
-                self._metric_sum(pred.detach(), y).float(),
-                loss.new_ones(()),
-                loss.new_tensor(float(len(x))),
-            ]
+        optimizer = self.optimizers()
+        max_steps = self.trainer.max_steps
+        for _ in range(self.steps_per_batch):
+            loss, pred = self.loss_and_predictions(x, y)
+            self._accumulate(loss.detach(), self._metric_sum(pred.detach(), y), len(x))
+            self.manual_backward(loss)
+            optimizer.step()  # Lightning counts global_step and calls the instruments' hooks
+            optimizer.zero_grad()
+            if 0 <= max_steps <= self.trainer.global_step:
+                break
+        return loss.detach()
+
+    def _accumulate(self, loss: Tensor, metric_sum: Tensor, samples: int) -> None:
+        # In place on the device: a training step never waits for the host.
+        sums = self._epoch_sums
+        if sums["loss"].device != loss.device:
+            sums["loss"], sums["metric"] = (
+                sums["loss"].to(loss.device),
+                sums["metric"].to(loss.device),
+            )
+        sums["loss"].add_(loss)
+        sums["metric"].add_(metric_sum)
+        sums["steps"] += 1
+        sums["samples"] += samples
+
+    def on_train_epoch_start(self) -> None:
+        device = self.device
+        self._epoch_sums.update(
+            loss=torch.zeros((), device=device),
+            metric=torch.zeros((), device=device),
+            steps=0,
+            samples=0,
         )
-        self._train_sums = self._train_sums.to(loss.device) + step
-        return loss
 
     def on_train_epoch_end(self) -> None:
-        loss_sum, metric_sum, batches, samples = self._train_sums.unbind()
-        self._train_sums = torch.zeros_like(self._train_sums)
-        if batches == 0:  # one host read per epoch
+        sums = self._epoch_sums
+        if not sums["steps"]:
             return
-        loss = loss_sum / batches
+        loss = sums["loss"] / sums["steps"]
         self.log("train/loss", loss, sync_dist=True)
-        self.log(f"train/{self.metric_name}", metric_sum / samples, sync_dist=True)
-        diverged = not torch.isfinite(loss)
+        self.log(f"train/{self.metric_name}", sums["metric"] / sums["samples"], sync_dist=True)
+        diverged = not torch.isfinite(loss)  # the epoch's one host read
         # A TensorBoard tag, and a metric that reaches train() even from ddp_spawn's workers.
         self.log("train/diverged", float(diverged))
         if diverged:

@@ -130,8 +130,19 @@ def build(cfg: DictConfig) -> tuple[InMemoryDataModule, FCNModule]:
         activation=instantiate(cfg.activation),
     )
     instantiate(cfg.initializer)(net)
+    steps_per_batch = int(cfg.get("steps_per_batch") or 1)
+    if steps_per_batch > 1 and datamodule.batch_size < len(datamodule.x_train):
+        raise ValueError(
+            f"steps_per_batch={steps_per_batch} needs full-batch training (batch_size >= the "
+            f"{len(datamodule.x_train)} training samples), got batch_size={datamodule.batch_size}; "
+            "use steps_per_batch=1 for mini-batches"
+        )
     module = FCNModule(
-        net, datamodule.task, datamodule.num_classes, optimizer=instantiate(cfg.optimizer)
+        net,
+        datamodule.task,
+        datamodule.num_classes,
+        optimizer=instantiate(cfg.optimizer),
+        steps_per_batch=steps_per_batch,
     )
     return datamodule, module
 

@@ -7,7 +7,10 @@ drift of the machine hits all alike; prints median steps/s, spread and ratios pe
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -22,6 +25,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 
 from fcn_research.train import CONF_DIR, build, train
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -42,7 +47,17 @@ CASES = [
     ),
     Case(
         "b: notebook XOR 2-8-1 tanh, full batch",
-        ["data=xor_table", "depth=2", "width=8", "activation=tanh", "optimizer=sgd", "lr=0.1"],
+        # 10 epochs of 1000 full-batch steps (steps_per_batch: see conf/train.yaml).
+        [
+            "data=xor_table",
+            "data.min_batches_per_epoch=1",
+            "steps_per_batch=1000",
+            "depth=2",
+            "width=8",
+            "activation=tanh",
+            "optimizer=sgd",
+            "lr=0.1",
+        ],
         10_000,
     ),
     Case(
@@ -149,14 +164,78 @@ def cases_report(cases: list[Case]) -> list[Case]:
     return cases
 
 
+def sweep_startup(jobs: int = 4) -> list[float]:
+    """Seconds from one job's end (its result.json) to the next job's first step, in a
+    basic-launcher sweep run as a user runs it (``python train.py -m ...``)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    with tempfile.TemporaryDirectory() as tmp:
+        depths = ",".join(str(d) for d in range(2, 2 + jobs))
+        subprocess.run(
+            [
+                sys.executable,
+                str(ROOT / "train.py"),
+                "-m",
+                f"depth={depths}",
+                "data=digits",
+                "max_epochs=2",
+                "trainer.enable_progress_bar=false",
+                f"hydra.sweep.dir={tmp}/s",
+            ],
+            check=True,
+            capture_output=True,
+            cwd=tmp,
+        )
+        jobs_in_order = sorted(
+            (p for p in (Path(tmp) / "s").iterdir() if (p / "result.json").exists()),
+            key=lambda p: (p / "result.json").stat().st_mtime,
+        )
+        ends, starts = [], []
+        for job in jobs_in_order:
+            ends.append((job / "result.json").stat().st_mtime)
+            acc = EventAccumulator(str(job))
+            acc.Reload()
+            starts.append(acc.Scalars("grad_norm/layer_01")[0].wall_time)
+    return [start - end for end, start in zip(ends[:-1], starts[1:], strict=True)]
+
+
+def peak_rss_mib(overrides: list[str]) -> float:
+    """Peak resident memory (MiB) of one ``python train.py`` job, from the OS's accounting."""
+    with tempfile.TemporaryDirectory() as tmp:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        subprocess.run(
+            [
+                sys.executable,
+                str(ROOT / "train.py"),
+                *overrides,
+                "trainer.enable_progress_bar=false",
+                f"hydra.run.dir={tmp}/run",
+            ],
+            check=True,
+            capture_output=True,
+            cwd=tmp,
+        )
+        after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return max(before, after) / 1024  # Linux reports KiB
+
+
 def main() -> None:
     """``python scripts/benchmark.py [--repeats N] [--scale F]``."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every case's steps")
     parser.add_argument("--cases", default="abc", help="which cases to run, e.g. 'ac'")
+    parser.add_argument("--no-startup", action="store_true", help="skip the sweep start-up check")
     args = parser.parse_args()
     run(args.repeats, args.scale, args.cases)
+    if not args.no_startup:
+        gaps = sweep_startup()
+        print(
+            f"\nsweep start-up: previous job's end -> next job's first step: "
+            f"{', '.join(f'{g:.2f}' for g in gaps)} s (max {max(gaps):.2f} s)"
+        )
+        rss = peak_rss_mib(["data=digits", "depth=5", "width=128", "max_epochs=5"])
+        print(f"peak RSS of one digits job (5x128, 5 epochs, instruments on): {rss:.0f} MiB")
 
 
 if __name__ == "__main__":

@@ -67,3 +67,24 @@ def test_steps_per_batch_needs_full_batches(make_cfg):
         ValueError, match=r"steps_per_batch=4 needs full-batch training .*batch_size=64"
     ):
         train(make_cfg("steps_per_batch=4"))
+
+
+def test_checkpoint_is_throttled_but_always_written_after_the_last_epoch(make_cfg, monkeypatch):
+    from fcn_research.callbacks.checkpoint import LastCheckpoint
+    from fcn_research.train import train
+
+    saved_epochs: list[int] = []
+    original = LastCheckpoint._save_checkpoint
+
+    def recording(self, trainer, filepath):
+        saved_epochs.append(trainer.current_epoch)
+        original(self, trainer, filepath)
+
+    monkeypatch.setattr(LastCheckpoint, "_save_checkpoint", recording)
+    cfg = make_cfg(
+        "max_epochs=4", "data.num_samples=200", "callbacks.model_checkpoint.min_interval_s=3600"
+    )
+    result = train(cfg)
+    assert saved_epochs == [0, 3]  # the first epoch, then the last one; none in between
+    state = torch.load(f"{cfg.output_dir}/checkpoints/last.ckpt", weights_only=False)
+    assert state["epoch"] == 3 and state["global_step"] == result["global_step"]

@@ -1,0 +1,292 @@
+"""The lesson's experiments (conf/experiment/): each composes, runs, and shows its phenomenon.
+
+Fast tests run each experiment reduced (fewer epochs or samples, via overrides after
+``experiment=<name>``); the ``slow`` ones run the full sweeps through the CLI.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import tempfile
+from pathlib import Path
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from fcn_research.train import CONF_DIR, build, train
+
+EXPERIMENTS = [
+    "xor",
+    "vanishing_gradients",
+    "depth_without_initializer",
+    "dying_relu",
+    "leaky_relu_rescue",
+    "universal_approximation",
+    "zero_centering",
+    "selu_self_normalizing",
+    "maxout",
+    "pruning",
+    "activation_zoo",
+]
+SMALL = ["data.num_samples=200", "max_epochs=1"]
+
+
+def new_dir(tmp_path: Path) -> Path:
+    """A fresh job dir per run: ``train`` skips a dir whose result.json says completed."""
+    return Path(tempfile.mkdtemp(dir=tmp_path))
+
+
+def sweep_params(cfg) -> dict[str, list[str]]:
+    """The experiment's ``hydra.sweeper.params`` as lists of values."""
+    return {k: str(v).split(",") for k, v in cfg.hydra.sweeper.params.items()}
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_experiment_builds_at_its_defaults_and_its_last_sweep_point(make_cfg, name):
+    params = sweep_params(make_cfg(f"experiment={name}"))
+    assert params, f"{name} has no sweep"
+    build(make_cfg(f"experiment={name}"))
+    build(make_cfg(f"experiment={name}", *(f"{k}={v[-1]}" for k, v in params.items())))
+
+
+@pytest.mark.parametrize(
+    "depth, activation, learns", [(1, "relu", False), (2, "identity", False), (2, "tanh", True)]
+)
+def test_xor_needs_a_hidden_layer_and_an_activation(make_cfg, depth, activation, learns):
+    cfg = make_cfg("experiment=xor", f"depth={depth}", f"activation={activation}", "max_epochs=3")
+    acc = train(cfg)["metrics"]["val/acc"]
+    assert acc == 1.0 if learns else acc <= 0.75
+
+
+@pytest.mark.parametrize(
+    "activation, target_layer, value, bound",
+    [("sigmoid", 1, 1.0, 1e-4), ("sigmoid", 4, 1.0, 1e-4), ("tanh", 1, 100.0, 1e-2)],
+)
+def test_vanishing_gradients_first_layer_far_below_last(
+    make_cfg, activation, target_layer, value, bound
+):
+    cfg = make_cfg(
+        "experiment=vanishing_gradients",
+        *SMALL,
+        f"activation={activation}",
+        f"initializer.target_layer={target_layer}",
+        f"initializer.value={value}",
+    )
+    assert train(cfg)["init"]["grad_norm/ratio_first_last"] < bound
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_depth_without_initializer_sigmoid_collapses_tanh_does_not(make_cfg, tmp_path, seed):
+    ratios = {}
+    for activation in ("sigmoid", "tanh"):
+        cfg = make_cfg(
+            "experiment=depth_without_initializer",
+            "max_epochs=1",
+            "depth=7",
+            f"activation={activation}",
+            f"seed={seed}",
+            output_dir=new_dir(tmp_path),
+        )
+        ratios[activation] = train(cfg)["init"]["grad_norm/ratio_first_last"]
+    # Measured at depth 7: sigmoid 2e-5 and 5e-6, tanh 0.08 and 0.19 (seeds 0, 1).
+    assert ratios["sigmoid"] < 1e-3 and ratios["tanh"] > 2e-2
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_dying_relu_fix_bias_kills_the_layer_and_everything_below(make_cfg, tmp_path, seed):
+    init = {}
+    for fix_bias in (True, False):
+        cfg = make_cfg(
+            "experiment=dying_relu",
+            *SMALL,
+            f"initializer.fix_bias={fix_bias}",
+            f"seed={seed}",
+            output_dir=new_dir(tmp_path),
+        )
+        init[fix_bias] = train(cfg)["init"]
+    assert init[True]["neurons/dead_fraction/layer_02"] == 1.0
+    assert init[True]["grad_norm/layer_01"] == 0.0 == init[True]["grad_norm/layer_02"]
+    # Without the bias fix, the bias lifts some units: some gradient gets through.
+    assert init[False]["neurons/dead_fraction/layer_02"] < 1.0
+    assert init[False]["grad_norm/layer_01"] > 0.0
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_leaky_relu_rescues_the_dead_layer_and_keeps_units_at_large_lr(make_cfg, tmp_path, seed):
+    run = {}
+    for activation, initializer in itertools.product(
+        ("relu", "leaky_relu"), ("negative_layer", "default")
+    ):
+        cfg = make_cfg(
+            "experiment=leaky_relu_rescue",
+            f"activation={activation}",
+            f"initializer={initializer}",
+            f"seed={seed}",
+            "max_epochs=5",
+            output_dir=new_dir(tmp_path),
+        )
+        run[activation, initializer] = train(cfg)
+    dead = "neurons/dead_fraction"
+    relu_neg, leaky_neg = run["relu", "negative_layer"], run["leaky_relu", "negative_layer"]
+    assert relu_neg["init"][f"{dead}/layer_02"] == relu_neg["metrics"][f"{dead}/layer_02"] == 1.0
+    assert relu_neg["init"]["grad_norm/layer_01"] == 0.0
+    assert leaky_neg["init"][dead] == leaky_neg["metrics"][dead] == 0.0
+    assert leaky_neg["init"]["grad_norm/layer_01"] > 0.0
+    relu_lr = run["relu", "default"]
+    assert relu_lr["metrics"][dead] > relu_lr["init"][dead] + 0.2  # lost during training
+    assert run["leaky_relu", "default"]["metrics"][dead] == 0.0
+
+
+def test_universal_approximation_error_falls_with_width_and_logs_the_fit(make_cfg, tmp_path):
+    mse = {}
+    for width in (2, 128):
+        out = tmp_path / f"width={width}"
+        cfg = make_cfg(
+            "experiment=universal_approximation", f"width={width}", "max_epochs=60", output_dir=out
+        )
+        mse[width] = train(cfg)["metrics"]["val/mse"]
+    assert mse[128] < 0.5 * mse[2]
+    acc = EventAccumulator(str(tmp_path / "width=128"), size_guidance={"images": 0})
+    acc.Reload()
+    steps = [e.step for e in acc.Images("function_fit")]
+    assert steps[0] == 0 and steps[-1] > 0
+
+
+def test_function_fit_is_a_no_op_on_2d_data(make_cfg, tmp_path):
+    train(make_cfg(*SMALL, output_dir=tmp_path / "moons"))
+    acc = EventAccumulator(str(tmp_path / "moons"), size_guidance={"images": 0})
+    acc.Reload()
+    assert "function_fit" not in acc.Tags()["images"]
+    assert "decision_boundary" in acc.Tags()["images"]
+
+
+def test_zero_centering_records_a_loss_curve_per_activation(make_cfg, tmp_path):
+    final = {}
+    for activation in ("sigmoid", "zero_centred_sigmoid", "tanh"):
+        out = tmp_path / activation
+        cfg = make_cfg(
+            "experiment=zero_centering", f"activation={activation}", "max_epochs=4", output_dir=out
+        )
+        final[activation] = train(cfg)["metrics"]["train/loss"]
+        acc = EventAccumulator(str(out))
+        acc.Reload()
+        curve = [e.value for e in acc.Scalars("train/loss")]
+        assert len(curve) == 4 and all(math.isfinite(v) for v in curve)
+    assert final["tanh"] < final["sigmoid"]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_selu_keeps_unit_std_through_32_layers(make_cfg, tmp_path, seed):
+    std = {}
+    for activation in ("selu", "relu", "tanh"):
+        cfg = make_cfg(
+            "experiment=selu_self_normalizing",
+            "max_epochs=1",
+            f"activation={activation}",
+            f"seed={seed}",
+            output_dir=new_dir(tmp_path),
+        )
+        std[activation] = train(cfg)["init"]["activations/std/layer_31"]
+    assert 0.8 < std["selu"] < 1.25
+    assert std["relu"] < 0.01 and std["tanh"] < 0.3
+
+
+def test_maxout_doubles_the_hidden_parameters_at_equal_width(make_cfg, tmp_path):
+    params, acc = {}, {}
+    for activation in ("maxout", "relu"):
+        cfg = make_cfg(
+            "experiment=maxout",
+            f"activation={activation}",
+            "max_epochs=10",
+            output_dir=new_dir(tmp_path),
+        )
+        _, module = build(cfg)
+        params[activation] = sum(p.numel() for p in module.model.parameters())
+        acc[activation] = train(cfg)["metrics"]["val/acc"]
+    # 2 -> 32 -> 32 -> 1; Maxout's Linears feed 2 pieces per unit.
+    assert params["relu"] == (2 * 32 + 32) + (32 * 32 + 32) + (32 + 1) == 1185
+    assert params["maxout"] == (2 * 64 + 64) + (32 * 64 + 64) + (32 + 1) == 2337
+    assert min(acc.values()) > 0.6
+
+
+def test_pruning_sparsity_grows_with_amount(make_cfg, tmp_path):
+    sparsity = []
+    for amount in (0.0, 0.2, 0.4):
+        cfg = make_cfg(
+            "experiment=pruning",
+            "max_epochs=2",
+            f"callbacks.pruning.amount={amount}",
+            output_dir=new_dir(tmp_path),
+        )
+        result = train(cfg)
+        assert result["init"]["pruning/sparsity"] == 0.0
+        sparsity.append(result["metrics"]["pruning/sparsity"])
+        # Every epoch prunes `amount` of what is left: 1 - (1 - amount)^epochs.
+        assert sparsity[-1] == pytest.approx(1 - (1 - amount) ** 2, abs=1e-3)
+    assert sparsity[0] < sparsity[1] < sparsity[2]
+
+
+def test_activation_zoo_sweeps_every_activation_config(make_cfg, tmp_path):
+    cfg = make_cfg("experiment=activation_zoo")
+    swept = sorted(sweep_params(cfg)["activation"])
+    assert swept == sorted(p.stem for p in (CONF_DIR / "activation").glob("*.yaml"))
+    for activation in ("identity", "maxout"):
+        for data in ("spiral", "digits"):
+            cfg = make_cfg(
+                "experiment=activation_zoo",
+                f"activation={activation}",
+                f"data={data}",
+                output_dir=new_dir(tmp_path),
+            )
+            assert train(cfg)["status"] == "completed"
+
+
+def test_experiment_sweep_runs_from_the_cli(run_cli, tmp_path):
+    sweep = tmp_path / "sweep"
+    run_cli(
+        "-m",
+        "experiment=dying_relu",
+        "max_epochs=1",
+        "data.num_samples=200",
+        "trainer.enable_progress_bar=false",
+        f"hydra.sweep.dir={sweep}",
+    )
+    results = {p.parent.name: json.loads(p.read_text()) for p in sweep.glob("*/result.json")}
+    assert len(results) == 4
+    for name, result in results.items():
+        dead = result["init"]["neurons/dead_fraction/layer_02"]
+        if "fix_bias=true" in name and "target_layer=2" in name:
+            assert dead == 1.0
+
+
+def _job_count(name: str) -> int:
+    text = (CONF_DIR / "experiment" / f"{name}.yaml").read_text()
+    block = text.split("params:", 1)[1]
+    return math.prod(len(line.split(":", 1)[1].split(",")) for line in block.strip().splitlines())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_full_experiment_sweep_completes(run_cli, tmp_path: Path, name):
+    sweep = tmp_path / "sweep"
+    run_cli(
+        "-m",
+        f"experiment={name}",
+        "trainer.enable_progress_bar=false",
+        f"hydra.sweep.dir={sweep}",
+        timeout=1800,
+    )
+    results = [json.loads(p.read_text()) for p in sweep.glob("*/result.json")]
+    assert len(results) == _job_count(name)
+    assert all(r["status"] == "completed" for r in results)
+    by_dir = {tuple(r["overrides"]): r for r in results}
+    if name == "xor":
+        for overrides, r in by_dir.items():
+            learns = "depth=2" in overrides and "activation=identity" not in overrides
+            acc = r["metrics"]["val/acc"]
+            assert acc == 1.0 if learns else acc <= 0.75
+    if name == "universal_approximation":
+        mse = {int(r["hparams"]["width"]): r["metrics"]["val/mse"] for r in results}
+        assert mse[2] > mse[8] > mse[32] > mse[128]

@@ -51,11 +51,19 @@ def test_experiment_builds_at_its_defaults_and_its_last_sweep_point(make_cfg, na
     build(make_cfg(f"experiment={name}", *(f"{k}={v[-1]}" for k, v in params.items())))
 
 
+@pytest.mark.parametrize("seed", [0, 1])
 @pytest.mark.parametrize(
-    "depth, activation, learns", [(1, "relu", False), (2, "identity", False), (2, "tanh", True)]
+    "depth, activation, learns",
+    [(1, "relu", False), (2, "identity", False), (2, "tanh", True), (2, "relu", True)],
 )
-def test_xor_needs_a_hidden_layer_and_an_activation(make_cfg, depth, activation, learns):
-    cfg = make_cfg("experiment=xor", f"depth={depth}", f"activation={activation}", "max_epochs=3")
+def test_xor_needs_a_hidden_layer_and_an_activation(make_cfg, depth, activation, learns, seed):
+    cfg = make_cfg(
+        "experiment=xor",
+        f"depth={depth}",
+        f"activation={activation}",
+        f"seed={seed}",
+        "max_epochs=3",  # 300 steps
+    )
     acc = train(cfg)["metrics"]["val/acc"]
     assert acc == 1.0 if learns else acc <= 0.75
 
@@ -261,15 +269,9 @@ def test_experiment_sweep_runs_from_the_cli(run_cli, tmp_path):
             assert dead == 1.0
 
 
-def _job_count(name: str) -> int:
-    text = (CONF_DIR / "experiment" / f"{name}.yaml").read_text()
-    block = text.split("params:", 1)[1]
-    return math.prod(len(line.split(":", 1)[1].split(",")) for line in block.strip().splitlines())
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("name", EXPERIMENTS)
-def test_full_experiment_sweep_completes(run_cli, tmp_path: Path, name):
+def test_full_experiment_sweep_completes(make_cfg, run_cli, tmp_path: Path, name):
     sweep = tmp_path / "sweep"
     run_cli(
         "-m",
@@ -279,14 +281,26 @@ def test_full_experiment_sweep_completes(run_cli, tmp_path: Path, name):
         timeout=1800,
     )
     results = [json.loads(p.read_text()) for p in sweep.glob("*/result.json")]
-    assert len(results) == _job_count(name)
+    jobs = math.prod(len(v) for v in sweep_params(make_cfg(f"experiment={name}")).values())
+    assert len(results) == jobs
     assert all(r["status"] == "completed" for r in results)
-    by_dir = {tuple(r["overrides"]): r for r in results}
     if name == "xor":
-        for overrides, r in by_dir.items():
-            learns = "depth=2" in overrides and "activation=identity" not in overrides
+        for r in results:
+            learns = "depth=2" in r["overrides"] and "activation=identity" not in r["overrides"]
             acc = r["metrics"]["val/acc"]
             assert acc == 1.0 if learns else acc <= 0.75
     if name == "universal_approximation":
         mse = {int(r["hparams"]["width"]): r["metrics"]["val/mse"] for r in results}
         assert mse[2] > mse[8] > mse[32] > mse[128]
+    if name == "pruning":
+        amount = {
+            float(o.split("=")[1]): r["metrics"]["pruning/sparsity"]
+            for r in results
+            for o in r["overrides"]
+            if o.startswith("callbacks.pruning.amount=")
+        }
+        sparsity = [amount[a] for a in sorted(amount)]
+        assert sparsity == sorted(sparsity) and sparsity[0] == 0.0 and sparsity[-1] > 0.9
+    if name == "selu_self_normalizing":
+        std = {r["hparams"]["activation"]: r["init"]["activations/std/layer_31"] for r in results}
+        assert 0.8 < std["selu"] < 1.25 and std["relu"] < 0.01 and std["tanh"] < 0.3

@@ -57,7 +57,7 @@ class Playground2D(InMemoryDataModule):
 
     def _xor(self, n: int, g: Tensor) -> tuple[Tensor, Tensor]:
         # Uniform on [-5, 5]^2, pushed 0.3 away from the axes so the classes touch less.
-        p = (torch.rand(n, 2, generator=g) * 10 - 5)
+        p = torch.rand(n, 2, generator=g) * 10 - 5
         p = p + torch.sign(p) * 0.3
         label = (p[:, 0] * p[:, 1] >= 0).float()
         p = p + torch.randn(n, 2, generator=g) * self.noise * 5
@@ -66,9 +66,12 @@ class Playground2D(InMemoryDataModule):
     def _circle(self, n: int, g: Tensor) -> tuple[Tensor, Tensor]:
         radius = 5.0
         n_in = n // 2
-        r = torch.cat(
-            [torch.rand(n_in, generator=g) * 0.5, 0.7 + torch.rand(n - n_in, generator=g) * 0.3]
-        ) * radius
+        r = (
+            torch.cat(
+                [torch.rand(n_in, generator=g) * 0.5, 0.7 + torch.rand(n - n_in, generator=g) * 0.3]
+            )
+            * radius
+        )
         angle = torch.rand(n, generator=g) * 2 * math.pi
         p = torch.stack([r * torch.cos(angle), r * torch.sin(angle)], 1)
         p = p + torch.randn(n, 2, generator=g) * self.noise * radius
@@ -108,9 +111,7 @@ class XorTable(InMemoryDataModule):
     task = "binary"
     num_classes = 2
 
-    def __init__(
-        self, batch_size: int = 4, seed: int = 0, min_batches_per_epoch: int = 1
-    ) -> None:
+    def __init__(self, batch_size: int = 4, seed: int = 0, min_batches_per_epoch: int = 1) -> None:
         super().__init__(batch_size, 0.0, seed, min_batches_per_epoch, standardize=False)
 
     @property

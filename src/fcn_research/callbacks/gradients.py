@@ -10,7 +10,14 @@ from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 
 from fcn_research.callbacks.histograms import FixedRangeHistograms
-from fcn_research.callbacks.probe import layer_tag, mlp_of, probe_set, tensorboard, to_host
+from fcn_research.callbacks.probe import (
+    layer_tag,
+    mlp_of,
+    probe_set,
+    tensorboard,
+    to_host,
+    write_scalars,
+)
 from fcn_research.callbacks.schedule import LogSchedule
 from fcn_research.model import MLP
 
@@ -81,8 +88,7 @@ class GradientMonitor(Callback):
         host_rows = rows.cpu().tolist() if rows is not None else []
         writer = tensorboard(trainer)
         if writer is not None:
-            for tag, value in scalars.items():
-                writer.add_scalar(tag, value, step)
+            write_scalars(writer, scalars, step)
             self.hist.write(writer, list(hist_values), host_rows, step)
         return scalars
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from tensorboard.compat.proto.summary_pb2 import HistogramProto, Summary
 from torch import Tensor
 
 # Headroom over the first event's largest |value|, so growth during training stays in range.
@@ -56,18 +57,19 @@ class FixedRangeHistograms:
         return torch.stack(rows)
 
     def write(self, writer: Any, tags: list[str], rows: list[list[float]], step: int) -> None:
-        """Write host-side rows from ``compute`` as raw TensorBoard histograms."""
+        """Write host-side rows from ``compute`` as raw TensorBoard histograms, in one record."""
+        values = []
         for tag, row in zip(tags, rows, strict=True):
             mn, mx, num, total, total_sq, lo, hi = row[:7]
             width = (hi - lo) / self.bins
-            writer.add_histogram_raw(
-                tag,
+            histo = HistogramProto(
                 min=mn,
                 max=mx,
-                num=int(num),
+                num=num,
                 sum=total,
                 sum_squares=total_sq,
-                bucket_limits=[lo + width * (i + 1) for i in range(self.bins)],
-                bucket_counts=row[7:],
-                global_step=step,
+                bucket_limit=[lo + width * (i + 1) for i in range(self.bins)],
+                bucket=row[7:],
             )
+            values.append(Summary.Value(tag=tag, histo=histo))
+        writer._get_file_writer().add_summary(Summary(value=values), step)

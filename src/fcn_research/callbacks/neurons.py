@@ -9,7 +9,14 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch import Tensor, nn
 
-from fcn_research.callbacks.probe import layer_tag, mlp_of, probe_set, tensorboard, to_host
+from fcn_research.callbacks.probe import (
+    layer_tag,
+    mlp_of,
+    probe_set,
+    tensorboard,
+    to_host,
+    write_scalars,
+)
 from fcn_research.callbacks.schedule import LogSchedule
 from fcn_research.model import MLP
 
@@ -23,8 +30,9 @@ SATURATION_FRACTION = 0.05
 _PEAK_GRID = torch.linspace(-20.0, 20.0, 8001)
 
 
-def unit_derivatives(activation: nn.Module, z: Tensor) -> Tensor:
-    """|d act/d z| per (sample, output unit), by autograd on the activation module itself.
+def activate_with_derivative(activation: nn.Module, z: Tensor) -> tuple[Tensor, Tensor]:
+    """The activation's output on ``z`` and |d act/d z| per (sample, output unit), by
+    autograd on the activation module itself (one forward serves both).
 
     For a pooling activation (``pool_size`` k: k consecutive inputs per output unit) a unit
     passes gradient through whichever of its k pieces is active: the k derivatives are summed.
@@ -36,7 +44,7 @@ def unit_derivatives(activation: nn.Module, z: Tensor) -> Tensor:
         (d,) = torch.autograd.grad(out.sum(), z)
     d = d.abs()
     pool = int(getattr(activation, "pool_size", 1))
-    return d.unflatten(-1, (-1, pool)).sum(-1) if pool > 1 else d
+    return out.detach(), (d.unflatten(-1, (-1, pool)).sum(-1) if pool > 1 else d)
 
 
 def peak_derivative(activation: nn.Module) -> Tensor:
@@ -44,7 +52,7 @@ def peak_derivative(activation: nn.Module) -> Tensor:
     pool = int(getattr(activation, "pool_size", 1))
     device = next(activation.parameters(), torch.empty(0)).device
     z = _PEAK_GRID.to(device).unsqueeze(1).repeat(1, pool)
-    return unit_derivatives(activation, z).max()
+    return activate_with_derivative(activation, z)[1].max()
 
 
 @torch.no_grad()
@@ -67,9 +75,7 @@ def neuron_stats(
     total_units = 0
     h = x
     for i, (linear, act) in enumerate(zip(model.linears, model.activations, strict=False), 1):
-        z = linear(h)
-        d = unit_derivatives(act, z)
-        h = act(z)
+        h, d = activate_with_derivative(act, linear(h))
         peak = peaks[i - 1] if peaks is not None else peak_derivative(act)
         dead = (d <= dead_tol).all(dim=0)
         dead_units = dead_units + dead.sum()
@@ -133,8 +139,7 @@ class NeuronMonitor(Callback):
         values = to_host(stats)
         writer = tensorboard(trainer)
         if writer is not None:
-            for tag, value in values.items():
-                writer.add_scalar(tag, value, step)
+            write_scalars(writer, values, step)
         return values
 
     def on_before_optimizer_step(

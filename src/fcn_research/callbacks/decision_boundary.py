@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import lightning as L
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 
-from fcn_research.callbacks.probe import layer_tag, mlp_of, tensorboard
-from fcn_research.callbacks.schedule import LogSchedule
+from fcn_research.callbacks.probe import layer_tag, mlp_of
+from fcn_research.callbacks.schedule import EpochImages
 
 # TensorFlow Playground's colours: orange for class 0 (negative), blue for class 1.
 ORANGE = (245 / 255, 147 / 255, 34 / 255)
@@ -106,7 +107,7 @@ def render_neuron_maps(
     return maps
 
 
-class DecisionBoundary(Callback):
+class DecisionBoundary(EpochImages):
     """On 2-D classification data, logs the image ``decision_boundary`` at step 0, at epoch
     ends on the schedule (counted in epochs) and at the end; with ``neuron_maps`` also
     ``neurons/maps/layer_XX``, each hidden unit's output over the plane.
@@ -127,39 +128,18 @@ class DecisionBoundary(Callback):
     ) -> None:
         if resolution < 8:
             raise ValueError(f"resolution must be >= 8 pixels, got {resolution}")
+        super().__init__(min_interval, max_interval)
         self.resolution = resolution
-        self.schedule = LogSchedule(min_interval, max_interval)
         self.neuron_maps = neuron_maps
 
-    def _applies(self, trainer: L.Trainer) -> bool:
-        dm = trainer.datamodule
-        x = getattr(dm, "x_train", None)
-        return (
-            x is not None
-            and x.shape[1] == 2
-            and getattr(dm, "task", "") != "regression"
-            and tensorboard(trainer) is not None
-            and trainer.global_rank == 0
-        )
+    def applies(self, datamodule: Any) -> bool:
+        x = getattr(datamodule, "x_train", None)
+        return x is not None and x.shape[1] == 2 and datamodule.task != "regression"
 
-    def _log(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not self._applies(trainer):
-            return
-        dm, writer, step = trainer.datamodule, tensorboard(trainer), trainer.global_step
+    def draw(self, trainer: L.Trainer, pl_module: L.LightningModule, writer: Any) -> None:
+        dm, step = trainer.datamodule, trainer.global_step
         img = render_boundary(pl_module, dm.x_train, dm.y_train, self.resolution)
         writer.add_image("decision_boundary", img.cpu(), step)
         if self.neuron_maps:
             for i, canvas in enumerate(render_neuron_maps(pl_module, dm.x_train), 1):
                 writer.add_image(layer_tag("neurons/maps", i), canvas.cpu(), step)
-
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.global_step == 0:
-            self._log(trainer, pl_module)
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        epochs_done = trainer.current_epoch + 1
-        if self.schedule(epochs_done) and epochs_done < trainer.max_epochs:
-            self._log(trainer, pl_module)
-
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._log(trainer, pl_module)

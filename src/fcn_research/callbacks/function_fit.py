@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 
 from fcn_research.callbacks.decision_boundary import BLUE, ORANGE
-from fcn_research.callbacks.probe import mlp_of, tensorboard
-from fcn_research.callbacks.schedule import LogSchedule
+from fcn_research.callbacks.probe import mlp_of
+from fcn_research.callbacks.schedule import EpochImages
 
 MAX_POINTS = 1000
 
@@ -59,7 +60,7 @@ def render_function_fit(
     return img
 
 
-class FunctionFit(Callback):
+class FunctionFit(EpochImages):
     """On 1-D regression data, logs the image ``function_fit`` (training points and the
     network's curve over their range) at step 0, at epoch ends on the schedule (counted in
     epochs) and at the end. A no-op on any other data.
@@ -76,35 +77,14 @@ class FunctionFit(Callback):
     ) -> None:
         if width < 8 or height < 8:
             raise ValueError(f"width and height must be >= 8 pixels, got {width}x{height}")
+        super().__init__(min_interval, max_interval)
         self.width, self.height = width, height
-        self.schedule = LogSchedule(min_interval, max_interval)
 
-    def _applies(self, trainer: L.Trainer) -> bool:
-        dm = trainer.datamodule
-        x = getattr(dm, "x_train", None)
-        return (
-            x is not None
-            and x.shape[1] == 1
-            and getattr(dm, "task", "") == "regression"
-            and tensorboard(trainer) is not None
-            and trainer.global_rank == 0
-        )
+    def applies(self, datamodule: Any) -> bool:
+        x = getattr(datamodule, "x_train", None)
+        return x is not None and x.shape[1] == 1 and datamodule.task == "regression"
 
-    def _log(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not self._applies(trainer):
-            return
+    def draw(self, trainer: L.Trainer, pl_module: L.LightningModule, writer: Any) -> None:
         dm = trainer.datamodule
         img = render_function_fit(pl_module, dm.x_train, dm.y_train, self.width, self.height)
-        tensorboard(trainer).add_image("function_fit", img.cpu(), trainer.global_step)
-
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.global_step == 0:
-            self._log(trainer, pl_module)
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        epochs_done = trainer.current_epoch + 1
-        if self.schedule(epochs_done) and epochs_done < trainer.max_epochs:
-            self._log(trainer, pl_module)
-
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._log(trainer, pl_module)
+        writer.add_image("function_fit", img.cpu(), trainer.global_step)

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 
 from fcn_research.callbacks.histograms import FixedRangeHistograms
@@ -18,7 +15,7 @@ from fcn_research.callbacks.probe import (
     to_host,
     write_scalars,
 )
-from fcn_research.callbacks.schedule import LogSchedule
+from fcn_research.callbacks.schedule import StepInstrument
 from fcn_research.model import MLP
 
 
@@ -43,7 +40,7 @@ def probe_gradients(pl_module: L.LightningModule, x: Tensor, y: Tensor) -> None:
         loss.backward()
 
 
-class GradientMonitor(Callback):
+class GradientMonitor(StepInstrument):
     """Logs ``grad_norm/layer_XX``, ``grad_norm/ratio_first_last`` and the histograms
     ``grad/layer_XX`` and ``weight/layer_XX`` on the schedule.
 
@@ -67,14 +64,15 @@ class GradientMonitor(Callback):
         bins: int = 64,
         probe_size: int = 512,
     ) -> None:
-        self.schedule = LogSchedule(min_interval, max_interval)
+        super().__init__(min_interval, max_interval)
         self.histograms = histograms
         self.hist = FixedRangeHistograms(bins)
         self.probe_size = probe_size
-        self.init_metrics: dict[str, float] = {}
-        self.final_metrics: dict[str, float] = {}
 
-    def _event(self, trainer: L.Trainer, model: MLP, step: int) -> dict[str, float]:
+    def measure(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, step: int
+    ) -> dict[str, float]:
+        model = mlp_of(pl_module)
         norms = grad_norms(model)
         hist_values: dict[str, Tensor] = {}
         if self.histograms:
@@ -92,17 +90,8 @@ class GradientMonitor(Callback):
             self.hist.write(writer, list(hist_values), host_rows, step)
         return scalars
 
-    def on_before_optimizer_step(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: Any
-    ) -> None:
-        step = trainer.global_step
-        if self.schedule(step):
-            values = self._event(trainer, mlp_of(pl_module), step)
-            if step == 0:
-                self.init_metrics = values
-
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         x, y = probe_set(trainer, self.probe_size)
         probe_gradients(pl_module, x, y)
-        self.final_metrics = self._event(trainer, mlp_of(pl_module), trainer.global_step)
+        self.final_metrics = self.measure(trainer, pl_module, trainer.global_step)
         pl_module.zero_grad(set_to_none=True)

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback
 from torch import Tensor, nn
 
 from fcn_research.callbacks.probe import (
@@ -17,7 +14,7 @@ from fcn_research.callbacks.probe import (
     to_host,
     write_scalars,
 )
-from fcn_research.callbacks.schedule import LogSchedule
+from fcn_research.callbacks.schedule import StepInstrument
 from fcn_research.model import MLP
 
 # A unit is dead when |d act/d z| <= DEAD_TOL at every probe point: no gradient passes.
@@ -92,7 +89,7 @@ def neuron_stats(
     return stats
 
 
-class NeuronMonitor(Callback):
+class NeuronMonitor(StepInstrument):
     """Logs ``neurons/dead_fraction[/layer_XX]``, ``neurons/saturated_fraction/layer_XX`` and
     ``activations/{mean,std}/layer_XX`` on the probe set: at step 0, on the schedule, at the end.
 
@@ -116,12 +113,10 @@ class NeuronMonitor(Callback):
             raise ValueError(f"probe_size must be >= 1, got {probe_size}")
         if not 0.0 < saturation_fraction < 1.0:
             raise ValueError(f"saturation_fraction must be in (0, 1), got {saturation_fraction}")
-        self.schedule = LogSchedule(min_interval, max_interval)
+        super().__init__(min_interval, max_interval)
         self.probe_size = probe_size
         self.dead_tol = dead_tol
         self.saturation_fraction = saturation_fraction
-        self.init_metrics: dict[str, float] = {}
-        self.final_metrics: dict[str, float] = {}
         self._probe: Tensor | None = None
         self._peaks: list[Tensor] | None = None
 
@@ -130,7 +125,7 @@ class NeuronMonitor(Callback):
         self._probe, _ = probe_set(trainer, self.probe_size)
         self._peaks = [peak_derivative(act) for act in mlp_of(pl_module).activations]
 
-    def _event(
+    def measure(
         self, trainer: L.Trainer, pl_module: L.LightningModule, step: int
     ) -> dict[str, float]:
         stats = neuron_stats(
@@ -142,18 +137,9 @@ class NeuronMonitor(Callback):
             write_scalars(writer, values, step)
         return values
 
-    def on_before_optimizer_step(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: Any
-    ) -> None:
-        step = trainer.global_step
-        if self.schedule(step):
-            values = self._event(trainer, pl_module, step)
-            if step == 0:
-                self.init_metrics = values
-
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._probe is not None:
-            self.final_metrics = self._event(trainer, pl_module, trainer.global_step)
+            self.final_metrics = self.measure(trainer, pl_module, trainer.global_step)
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Hold no tensors between runs.

@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import math
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback
+
+from fcn_research.callbacks.probe import tensorboard
 
 
 class LogSchedule:
@@ -30,3 +36,65 @@ class LogSchedule:
 
     def __call__(self, step: int) -> bool:
         return step == 0 or step % self.interval(step) == 0
+
+
+class StepInstrument(Callback):
+    """Base of the instruments that measure the network at step 0 and on the schedule.
+
+    They measure in ``on_before_optimizer_step``, where the batch's gradient is there and
+    the weights are still those it was computed with. Subclasses implement ``measure``;
+    the step-0 values become ``init_metrics`` (result.json's ``init``).
+    """
+
+    def __init__(self, min_interval: int = 1, max_interval: int = 1000) -> None:
+        self.schedule = LogSchedule(min_interval, max_interval)
+        self.init_metrics: dict[str, float] = {}
+        self.final_metrics: dict[str, float] = {}
+
+    def measure(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, step: int
+    ) -> dict[str, float]:
+        """Measure, log to TensorBoard at ``step``, and return the values (host floats)."""
+        raise NotImplementedError
+
+    def on_before_optimizer_step(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: Any
+    ) -> None:
+        step = trainer.global_step
+        if self.schedule(step):
+            values = self.measure(trainer, pl_module, step)
+            if step == 0:
+                self.init_metrics = values
+
+
+class EpochImages(Callback):
+    """Base of the instruments that draw images: at step 0, at epoch ends on the schedule
+    (counted in epochs) and at the end, on the data they apply to, on rank 0 only."""
+
+    def __init__(self, min_interval: int = 1, max_interval: int = 100) -> None:
+        self.schedule = LogSchedule(min_interval, max_interval)
+
+    def applies(self, datamodule: Any) -> bool:
+        """Whether the images make sense for this data (e.g. 2-D inputs)."""
+        raise NotImplementedError
+
+    def draw(self, trainer: L.Trainer, pl_module: L.LightningModule, writer: Any) -> None:
+        """Render and write the images at ``trainer.global_step``."""
+        raise NotImplementedError
+
+    def _log(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        writer = tensorboard(trainer)
+        if writer is not None and trainer.global_rank == 0 and self.applies(trainer.datamodule):
+            self.draw(trainer, pl_module, writer)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.global_step == 0:
+            self._log(trainer, pl_module)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        epochs_done = trainer.current_epoch + 1
+        if self.schedule(epochs_done) and epochs_done < trainer.max_epochs:
+            self._log(trainer, pl_module)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._log(trainer, pl_module)

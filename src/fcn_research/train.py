@@ -23,7 +23,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from fcn_research.data.base import InMemoryDataModule
-from fcn_research.model import MLP
+from fcn_research.model import MLP, hidden_widths
 from fcn_research.module import FCNModule
 from fcn_research.results import RESULT_FILE, read_result, write_json_atomic
 
@@ -120,13 +120,15 @@ def _overrides() -> list[str]:
 
 def build(cfg: DictConfig) -> tuple[InMemoryDataModule, FCNModule]:
     """Instantiate and validate data and model (with its initializer) without training."""
+    width = OmegaConf.to_object(cfg.width) if isinstance(cfg.width, ListConfig) else cfg.width
+    hidden_widths(width, cfg.depth)  # a bad depth or width fails before any data is read
     datamodule: InMemoryDataModule = instantiate(cfg.data)
     datamodule.setup("fit")
     net = MLP(
         datamodule.num_features,
         datamodule.num_outputs,
         depth=cfg.depth,
-        width=OmegaConf.to_object(cfg.width) if isinstance(cfg.width, ListConfig) else cfg.width,
+        width=width,
         activation=instantiate(cfg.activation),
     )
     instantiate(cfg.initializer)(net)

@@ -37,7 +37,7 @@ def small_data(cfg) -> list[str]:
 def forward_backward(cfg) -> float:
     """Build data and model from ``cfg``; one optimizer step on one batch; the loss."""
     datamodule, module = build(cfg)
-    x, y = next(iter(datamodule.train_dataloader()))
+    x, y = datamodule.first_train_batch()
     optimizer = module.configure_optimizers()
     optimizer.zero_grad()
     loss, _ = module.loss_and_predictions(x, y)

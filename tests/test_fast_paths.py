@@ -1,4 +1,4 @@
-"""Fast paths keep results: cached data, batches left on the device, steps per full batch."""
+"""Fast paths keep results: cached data, batches left on the device, grouped mini-batches."""
 
 from __future__ import annotations
 
@@ -37,36 +37,59 @@ def test_batches_on_the_device_are_passed_through():
     assert dm.transfer_batch_to_device(batch, torch.device("cpu"), 0) is batch
 
 
-def test_steps_per_batch_equals_repeating_the_full_batch(make_cfg, tmp_path):
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        # the notebook's XOR: 50 repeats of the full batch, all in one Lightning batch
+        [
+            "data=xor_table",
+            "depth=2",
+            "width=8",
+            "activation=tanh",
+            "data.min_batches_per_epoch=50",
+        ],
+        # mini-batches of moons (13 per epoch) in groups of 4, the last group short
+        ["data=moons", "data.num_samples=800", "width=16"],
+    ],
+)
+def test_steps_per_batch_trains_exactly_as_single_batches(make_cfg, tmp_path, overrides):
     from fcn_research.train import train
 
-    common = ["data=xor_table", "depth=2", "width=8", "activation=tanh", "max_epochs=3", "lr=0.05"]
-    repeated = train(
-        make_cfg(*common, "data.min_batches_per_epoch=50", output_dir=tmp_path / "repeated")
-    )
-    stepped = train(
-        make_cfg(
-            *common,
-            "data.min_batches_per_epoch=1",
-            "steps_per_batch=50",
-            output_dir=tmp_path / "stepped",
-        )
-    )
-    assert repeated["global_step"] == stepped["global_step"] == 150
-    for key in ("train/loss", "val/loss", "grad_norm/layer_01", "neurons/dead_fraction"):
-        assert stepped["metrics"][key] == pytest.approx(
-            repeated["metrics"][key], rel=1e-5, abs=1e-7
-        )
-    assert stepped["init"] == pytest.approx(repeated["init"])
-
-
-def test_steps_per_batch_needs_full_batches(make_cfg):
-    from fcn_research.train import train
-
-    with pytest.raises(
-        ValueError, match=r"steps_per_batch=4 needs full-batch training .*batch_size=64"
+    common = [*overrides, "max_epochs=3", "lr=0.05"]
+    single = train(make_cfg(*common, "steps_per_batch=1", output_dir=tmp_path / "single"))
+    grouped = train(make_cfg(*common, "steps_per_batch=4", output_dir=tmp_path / "grouped"))
+    assert grouped["global_step"] == single["global_step"] > 3
+    for key in (
+        "train/loss",
+        "train/acc",
+        "val/loss",
+        "grad_norm/layer_01",
+        "neurons/dead_fraction",
     ):
-        train(make_cfg("steps_per_batch=4"))
+        assert grouped["metrics"][key] == pytest.approx(single["metrics"][key], rel=1e-5, abs=1e-7)
+    assert grouped["init"] == pytest.approx(single["init"])
+
+
+def test_grouped_batches_keep_order_and_count():
+    dm = Playground2D("moons", num_samples=250, batch_size=32, val_fraction=0.2)
+    dm.setup("fit")
+    singles = list(dm.train_dataloader())
+    dm._loaders.clear()
+    dm.steps_per_batch = 3
+    groups = list(dm.train_dataloader())
+    assert len(dm.train_dataloader()) == len(groups) == 3  # 7 mini-batches -> 3 + 3 + 1
+    flat = [pair for group in groups for pair in group]
+    assert len(flat) == len(singles) == 7
+    for (xa, ya), (xb, yb) in zip(flat, singles, strict=True):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+
+
+def test_steps_per_batch_must_be_positive(make_cfg):
+    from fcn_research.train import train
+
+    message = r"steps_per_batch \(mini-batches per Lightning batch\) must be >= 1, got 0"
+    with pytest.raises(ValueError, match=message):
+        train(make_cfg("steps_per_batch=0"))
 
 
 def test_checkpoint_is_throttled_but_always_written_after_the_last_epoch(make_cfg, monkeypatch):

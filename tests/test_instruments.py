@@ -120,7 +120,7 @@ def test_grad_norms_equal_a_direct_computation(make_cfg):
 
     L.seed_everything(cfg.seed, verbose=False)
     datamodule, module = build(cfg)
-    x, y = next(iter(datamodule.train_dataloader()))
+    x, y = datamodule.first_train_batch()
     loss, _ = module.loss_and_predictions(x, y)
     loss.backward()
     for i, linear in enumerate(module.model.linears, 1):

@@ -47,10 +47,10 @@ CASES = [
     ),
     Case(
         "b: notebook XOR 2-8-1 tanh, full batch",
-        # 10 epochs of 1000 full-batch steps (steps_per_batch: see conf/train.yaml).
+        # 10 epochs of 1000 full-batch steps, each epoch one Lightning batch (steps_per_batch).
         [
             "data=xor_table",
-            "data.min_batches_per_epoch=1",
+            "data.min_batches_per_epoch=1000",
             "steps_per_batch=1000",
             "depth=2",
             "width=8",

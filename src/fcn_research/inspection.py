@@ -29,7 +29,7 @@ def inspect_init(cfg: DictConfig, probe_size: int | None = None) -> dict[str, fl
     """Step-0 instrument values for the composed ``cfg``: the ``init`` of a training run."""
     L.seed_everything(cfg.seed, verbose=False)
     datamodule, module = build(cfg)
-    x, y = next(iter(datamodule.train_dataloader()))  # the batch that training's step 0 uses
+    x, y = datamodule.first_train_batch()  # the batch that training's step 0 uses
     loss, _ = module.loss_and_predictions(x, y)
     loss.backward()
     values = grad_norms(module.model)

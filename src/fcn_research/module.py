@@ -20,10 +20,9 @@ class FCNModule(L.LightningModule):
     """Trains ``model`` for a binary, multi-class or regression task.
 
     Logs ``train/loss``, ``val/loss`` and ``train/acc``, ``val/acc`` (classification) or
-    ``val/mse`` (regression) once per epoch. ``steps_per_batch`` > 1 takes that many optimizer
-    steps on each batch: for full-batch data (every batch is the whole training set) that is
-    the same training as repeating the batch, without Lightning's per-batch overhead. A
-    non-finite epoch loss marks the run as diverged (``train/diverged`` = 1) and stops it.
+    ``val/mse`` (regression) once per epoch. A batch may be a list of mini-batches: one
+    optimizer step each, in order (the datamodule's ``steps_per_batch``). A non-finite epoch
+    loss marks the run as diverged (``train/diverged`` = 1) and stops it.
     """
 
     def __init__(
@@ -32,7 +31,6 @@ class FCNModule(L.LightningModule):
         task: Task,
         num_classes: int,
         optimizer: OptimizerFactory,
-        steps_per_batch: int = 1,
     ) -> None:
         super().__init__()
         self.model = model
@@ -49,11 +47,8 @@ class FCNModule(L.LightningModule):
             )
             self.val_metric = torchmetrics.Accuracy(**kwargs)
             self.metric_name = "acc"
-        if steps_per_batch < 1:
-            raise ValueError(f"steps_per_batch must be >= 1, got {steps_per_batch}")
-        self.steps_per_batch = steps_per_batch
-        # Optimization is written out (Lightning's manual mode): it lets one batch take several
-        # steps, and skips the per-step closure machinery of automatic optimization.
+        # Optimization is written out (Lightning's manual mode): it lets one Lightning batch
+        # hold several mini-batches, and skips automatic optimization's per-step closures.
         self.automatic_optimization = False
         # The epoch's sums (loss and metric stay on the device; the host reads them at its end).
         # A dict, so per-step updates don't go through nn.Module.__setattr__.
@@ -85,11 +80,12 @@ class FCNModule(L.LightningModule):
             return ((pred > 0.5) == (y > 0.5)).sum()
         return (pred - y).pow(2).sum()
 
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        x, y = batch
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        # A batch is one (x, y) mini-batch, or a list of them (``steps_per_batch``).
+        pairs = batch if isinstance(batch, list) else [batch]
         optimizer = self.optimizers()
         max_steps = self.trainer.max_steps
-        for _ in range(self.steps_per_batch):
+        for x, y in pairs:
             loss, pred = self.loss_and_predictions(x, y)
             self._accumulate(loss.detach(), self._metric_sum(pred.detach(), y), len(x))
             self.manual_backward(loss)

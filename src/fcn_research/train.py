@@ -132,19 +132,18 @@ def build(cfg: DictConfig) -> tuple[InMemoryDataModule, FCNModule]:
         activation=instantiate(cfg.activation),
     )
     instantiate(cfg.initializer)(net)
-    steps_per_batch = int(cfg.get("steps_per_batch") or 1)
-    if steps_per_batch > 1 and datamodule.batch_size < len(datamodule.x_train):
+    steps_per_batch = int(cfg.get("steps_per_batch", 1))
+    if steps_per_batch < 1:
         raise ValueError(
-            f"steps_per_batch={steps_per_batch} needs full-batch training (batch_size >= the "
-            f"{len(datamodule.x_train)} training samples), got batch_size={datamodule.batch_size}; "
-            "use steps_per_batch=1 for mini-batches"
+            "steps_per_batch (mini-batches per Lightning batch) must be >= 1, "
+            f"got {steps_per_batch}"
         )
+    datamodule.steps_per_batch = steps_per_batch
     module = FCNModule(
         net,
         datamodule.task,
         datamodule.num_classes,
         optimizer=instantiate(cfg.optimizer),
-        steps_per_batch=steps_per_batch,
     )
     return datamodule, module
 

@@ -18,7 +18,7 @@ _DATA_CACHE: dict[tuple[Any, ...], tuple[Tensor, Tensor, tuple[Tensor, Tensor] |
 _DATA_CACHE_SIZE = 2
 # Base-class settings applied after generation: they don't change what generate() returns.
 _SPLIT_AND_BATCHING = frozenset(
-    {"batch_size", "val_fraction", "min_batches_per_epoch", "standardize"}
+    {"batch_size", "val_fraction", "min_batches_per_epoch", "standardize", "steps_per_batch"}
 )
 
 
@@ -30,6 +30,9 @@ class TensorBatches:
     are contiguous slices of the permuted copy. ``min_batches`` repeats the data within one
     epoch, so a tiny dataset (XOR's 4 points) runs many optimizer steps per epoch instead of
     paying Lightning's per-epoch cost every step.
+    With ``group`` > 1 it yields lists of up to ``group`` consecutive mini-batches: one
+    Lightning batch for several optimizer steps (``steps_per_batch``), the same steps in the
+    same order at a fraction of Lightning's per-batch cost.
     Under data parallelism (``rank_world`` returns this process's rank and the world size)
     every rank walks the same batches and keeps every world-th row of each, so the global
     batch is still ``batch_size``; with one process nothing changes.
@@ -45,8 +48,12 @@ class TensorBatches:
         min_batches: int = 1,
         epoch: Callable[[], int] | None = None,
         rank_world: Callable[[], tuple[int, int]] | None = None,
+        group: int = 1,
     ) -> None:
+        if group < 1:
+            raise ValueError(f"steps_per_batch (batches per group) must be >= 1, got {group}")
         self.x, self.y = x, y
+        self.group = group
         self.batch_size = min(batch_size, len(x))
         self.shuffle = shuffle
         self.seed = seed
@@ -56,9 +63,22 @@ class TensorBatches:
         self.passes = max(1, -(-min_batches // self.batches_per_pass))
 
     def __len__(self) -> int:
-        return self.batches_per_pass * self.passes
+        return -(-self.batches_per_pass * self.passes // self.group)
 
-    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+    def __iter__(self) -> Iterator[Any]:
+        if self.group == 1:
+            yield from self._batches()
+            return
+        group: list[tuple[Tensor, Tensor]] = []
+        for batch in self._batches():
+            group.append(batch)
+            if len(group) == self.group:
+                yield group
+                group = []
+        if group:
+            yield group
+
+    def _batches(self) -> Iterator[tuple[Tensor, Tensor]]:
         generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch())
         n, bs = len(self.x), self.batch_size
         rank, world = self.rank_world()
@@ -70,6 +90,13 @@ class TensorBatches:
             for start in range(0, n, bs):
                 rows = _rank_rows(min(bs, n - start), rank, world)
                 yield x[start : start + bs][rows], y[start : start + bs][rows]
+
+
+def _on_device(batch: Any, device: torch.device) -> bool:
+    """Whether every tensor of a (nested) tuple/list batch already sits on ``device``."""
+    if isinstance(batch, Tensor):
+        return batch.device == device
+    return isinstance(batch, tuple | list) and all(_on_device(b, device) for b in batch)
 
 
 def _rank_rows(size: int, rank: int, world: int) -> slice:
@@ -91,6 +118,8 @@ class InMemoryDataModule(L.LightningDataModule):
 
     task: Task = "binary"
     num_classes: int = 2
+    # Mini-batches per Lightning batch (the training loop's ``steps_per_batch``).
+    steps_per_batch: int = 1
 
     def __init__(
         self,
@@ -178,9 +207,7 @@ class InMemoryDataModule(L.LightningDataModule):
         self, batch: Any, device: torch.device, dataloader_idx: int
     ) -> Any:
         """Batches are slices of tensors that already live on the device: nothing to move."""
-        if isinstance(batch, tuple | list) and all(
-            isinstance(t, Tensor) and t.device == device for t in batch
-        ):
+        if _on_device(batch, device):
             return batch
         return super().transfer_batch_to_device(batch, device, dataloader_idx)
 
@@ -217,6 +244,11 @@ class InMemoryDataModule(L.LightningDataModule):
     def _rank_world(self) -> tuple[int, int]:
         return (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
 
+    def first_train_batch(self) -> tuple[Tensor, Tensor]:
+        """The first mini-batch of epoch 0: the one training's step 0 uses."""
+        batch = next(iter(self.train_dataloader()))
+        return batch[0] if isinstance(batch, list) else batch
+
     def train_dataloader(self) -> TensorBatches:
         if "train" not in self._loaders:
             self._loaders["train"] = TensorBatches(
@@ -228,6 +260,7 @@ class InMemoryDataModule(L.LightningDataModule):
                 min_batches=self.min_batches_per_epoch,
                 epoch=self._current_epoch,
                 rank_world=self._rank_world,
+                group=self.steps_per_batch,
             )
         return self._loaders["train"]
 

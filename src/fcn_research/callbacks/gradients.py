@@ -12,7 +12,6 @@ from fcn_research.callbacks.probe import (
     mlp_of,
     probe_set,
     tensorboard,
-    to_host,
     write_scalars,
 )
 from fcn_research.callbacks.schedule import StepInstrument
@@ -80,14 +79,22 @@ class GradientMonitor(StepInstrument):
                 if linear.weight.grad is not None:
                     hist_values[layer_tag("grad", i)] = linear.weight.grad
                 hist_values[layer_tag("weight", i)] = linear.weight
-        rows = self.hist.compute(hist_values) if hist_values else None
-        # One device-to-host transfer for the whole event.
-        scalars = to_host(norms)
-        host_rows = rows.cpu().tolist() if rows is not None else []
+        rows, meta = self.hist.compute(hist_values) if hist_values else (None, [])
+        # The event's one device-to-host transfer: norms and histograms together.
+        flat = torch.stack([v.float() for v in norms.values()])
+        if rows is not None:
+            flat = torch.cat([flat, rows.flatten()])
+        host = flat.cpu().tolist()
+        scalars = dict(zip(norms, host[: len(norms)], strict=True))
+        width = rows.shape[1] if rows is not None else 0
+        host_rows = [
+            host[len(norms) + k * width : len(norms) + (k + 1) * width] for k in range(len(meta))
+        ]
         writer = tensorboard(trainer)
         if writer is not None:
             write_scalars(writer, scalars, step)
-            self.hist.write(writer, list(hist_values), host_rows, step)
+            if host_rows:
+                self.hist.write(writer, list(hist_values), host_rows, meta, step)
         return scalars
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -25,51 +25,49 @@ class FixedRangeHistograms:
         if bins < 2:
             raise ValueError(f"histogram bins must be >= 2, got {bins}")
         self.bins = bins
-        self.ranges: dict[str, Tensor] = {}
+        self.ranges: dict[str, float] = {}
 
-    def compute(self, values: dict[str, Tensor]) -> Tensor:
-        """One row per tag on the device: [min, max, num, sum, sum_sq, lo, hi, counts...]."""
-        rows = []
+    def compute(self, values: dict[str, Tensor]) -> tuple[Tensor, list[tuple[int, float]]]:
+        """Per tag, a row on the device ``[min, max, sum, sum_sq, counts...]``, and on the host
+        its value count and range half-width ``r`` (bins span ``[-r, r]``)."""
+        rows, meta = [], []
         for tag, value in values.items():
             x = torch.nan_to_num(value.detach().flatten().float())
-            if tag not in self.ranges:
-                # The first event fixes the range (one host read per tag, once per run).
+            r = self.ranges.get(tag)
+            if r is None:
+                # The first non-zero event fixes the range (one host read per tag and run).
                 r = float(x.abs().max()) * RANGE_HEADROOM
                 if r == 0.0:
                     r = 1.0
                 else:
-                    self.ranges[tag] = torch.tensor([-r, r])
-            else:
-                r = float(self.ranges[tag][1])
+                    self.ranges[tag] = r
             counts = torch.histc(x.clamp(-r, r), bins=self.bins, min=-r, max=r)
-            head = torch.stack(
-                [
-                    x.min(),
-                    x.max(),
-                    torch.tensor(float(x.numel()), device=x.device),
-                    x.sum(),
-                    x.pow(2).sum(),
-                    torch.tensor(-r, device=x.device),
-                    torch.tensor(r, device=x.device),
-                ]
-            )
-            rows.append(torch.cat([head, counts]))
-        return torch.stack(rows)
+            mn, mx = torch.aminmax(x)
+            rows.append(torch.cat([torch.stack([mn, mx, x.sum(), x.pow(2).sum()]), counts]))
+            meta.append((x.numel(), r))
+        return torch.stack(rows), meta
 
-    def write(self, writer: Any, tags: list[str], rows: list[list[float]], step: int) -> None:
+    def write(
+        self,
+        writer: Any,
+        tags: list[str],
+        rows: list[list[float]],
+        meta: list[tuple[int, float]],
+        step: int,
+    ) -> None:
         """Write host-side rows from ``compute`` as raw TensorBoard histograms, in one record."""
         values = []
-        for tag, row in zip(tags, rows, strict=True):
-            mn, mx, num, total, total_sq, lo, hi = row[:7]
-            width = (hi - lo) / self.bins
+        for tag, row, (num, r) in zip(tags, rows, meta, strict=True):
+            mn, mx, total, total_sq = row[:4]
+            width = 2 * r / self.bins
             histo = HistogramProto(
                 min=mn,
                 max=mx,
                 num=num,
                 sum=total,
                 sum_squares=total_sq,
-                bucket_limit=[lo + width * (i + 1) for i in range(self.bins)],
-                bucket=row[7:],
+                bucket_limit=[-r + width * (i + 1) for i in range(self.bins)],
+                bucket=row[4:],
             )
             values.append(Summary.Value(tag=tag, histo=histo))
         writer._get_file_writer().add_summary(Summary(value=values), step)

@@ -68,23 +68,25 @@ def neuron_stats(
     was_training = model.training
     model.eval()
     stats: dict[str, Tensor] = {}
-    dead_units = torch.zeros((), device=x.device)
+    dead_counts: list[Tensor] = []
     total_units = 0
     h = x
     for i, (linear, act) in enumerate(zip(model.linears, model.activations, strict=False), 1):
         h, d = activate_with_derivative(act, linear(h))
         peak = peaks[i - 1] if peaks is not None else peak_derivative(act)
-        dead = (d <= dead_tol).all(dim=0)
-        dead_units = dead_units + dead.sum()
-        total_units += dead.numel()
-        stats[layer_tag("neurons/dead_fraction", i)] = dead.float().mean()
+        # Dead: even the largest derivative over the probe samples is within tolerance.
+        dead = (d.amax(dim=0) <= dead_tol).sum()
+        dead_counts.append(dead)
+        total_units += d.shape[1]
+        std, mean = torch.std_mean(h)
+        stats[layer_tag("neurons/dead_fraction", i)] = dead / d.shape[1]
         stats[layer_tag("neurons/saturated_fraction", i)] = (
             (d < saturation_fraction * peak).float().mean()
         )
-        stats[layer_tag("activations/mean", i)] = h.mean()
-        stats[layer_tag("activations/std", i)] = h.std()
+        stats[layer_tag("activations/mean", i)] = mean
+        stats[layer_tag("activations/std", i)] = std
     if total_units:
-        stats["neurons/dead_fraction"] = dead_units / total_units
+        stats["neurons/dead_fraction"] = torch.stack(dead_counts).sum() / total_units
     model.train(was_training)
     return stats
 

@@ -92,7 +92,10 @@ def test_steps_per_batch_must_be_positive(make_cfg):
         train(make_cfg("steps_per_batch=0"))
 
 
-def test_checkpoint_is_throttled_but_always_written_after_the_last_epoch(make_cfg, monkeypatch):
+@pytest.mark.parametrize("interval, expected", [(3600, [3]), (0, [0, 1, 2, 3])])
+def test_checkpoint_is_throttled_but_always_written_after_the_last_epoch(
+    make_cfg, monkeypatch, interval, expected
+):
     from fcn_research.callbacks.checkpoint import LastCheckpoint
     from fcn_research.train import train
 
@@ -105,9 +108,11 @@ def test_checkpoint_is_throttled_but_always_written_after_the_last_epoch(make_cf
 
     monkeypatch.setattr(LastCheckpoint, "_save_checkpoint", recording)
     cfg = make_cfg(
-        "max_epochs=4", "data.num_samples=200", "callbacks.model_checkpoint.min_interval_s=3600"
+        "max_epochs=4",
+        "data.num_samples=200",
+        f"callbacks.model_checkpoint.min_interval_s={interval}",
     )
     result = train(cfg)
-    assert saved_epochs == [0, 3]  # the first epoch, then the last one; none in between
+    assert saved_epochs == expected  # 1 h: only after the last epoch; 0: after every epoch
     state = torch.load(f"{cfg.output_dir}/checkpoints/last.ckpt", weights_only=False)
     assert state["epoch"] == 3 and state["global_step"] == result["global_step"]

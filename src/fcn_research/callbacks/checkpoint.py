@@ -11,7 +11,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 class LastCheckpoint(ModelCheckpoint):
     """Keeps ``<dirpath>/last.ckpt`` for resuming: written at an epoch end when at least
-    ``min_interval_s`` seconds passed since the last write, and always after the final epoch.
+    ``min_interval_s`` seconds passed since training started or since the last write, and
+    always after the final epoch.
 
     Short epochs (digits: 23 steps) would otherwise spend ~5% of the run writing checkpoints;
     an interrupted job loses at most ``min_interval_s`` of work, and since training is
@@ -50,6 +51,12 @@ class LastCheckpoint(ModelCheckpoint):
             return True
         recent = time.monotonic() - self._written_at < self.min_interval_s
         return recent and not self._final_epoch(trainer)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)
+        # The first write comes min_interval_s into training: a job shorter than that writes
+        # one checkpoint, after its last epoch.
+        self._written_at = time.monotonic()
 
     def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
         super()._save_checkpoint(trainer, filepath)

@@ -21,6 +21,17 @@ ROOT = Path(__file__).resolve().parents[1]
 FAST = ["max_epochs=2", "trainer.enable_progress_bar=false", "trainer.accelerator=cpu"]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def nothing_written_into_the_repo() -> Iterator[None]:
+    """Tests write only under tmp_path: fail the session if outputs/ in the repo grew."""
+    outputs = ROOT / "outputs"
+    before = set(outputs.rglob("*")) if outputs.exists() else set()
+    yield
+    after = set(outputs.rglob("*")) if outputs.exists() else set()
+    new = sorted(str(p.relative_to(ROOT)) for p in after - before)
+    assert not new, f"tests wrote into the repo: {new[:5]}"
+
+
 @pytest.fixture
 def make_cfg(tmp_path: Path) -> Iterator[Callable[..., DictConfig]]:
     """``make_cfg(*overrides, output_dir=...)``: the composed config, as ``train.py`` sees it."""
@@ -31,7 +42,14 @@ def make_cfg(tmp_path: Path) -> Iterator[Callable[..., DictConfig]]:
         with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR), job_name="train"):
             cfg = compose(
                 "train",
-                overrides=[*(FAST if fast else []), *overrides, f"output_dir='{out}'"],
+                overrides=[
+                    *(FAST if fast else []),
+                    # Anything that resolves Hydra's dirs (e.g. submitit_folder) stays in tmp_path.
+                    f"hydra.run.dir='{tmp_path / 'hydra_run'}'",
+                    f"hydra.sweep.dir='{tmp_path / 'hydra_sweep'}'",
+                    *overrides,
+                    f"output_dir='{out}'",
+                ],
                 return_hydra_config=True,
             )
         HydraConfig.instance().set_config(cfg)

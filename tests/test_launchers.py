@@ -75,7 +75,7 @@ def test_slurm_preset_renders_submitit_parameters(make_cfg):
     assert launcher.mem_gb == 32
     assert launcher.tasks_per_node == 1
     assert launcher.max_num_timeout == 3  # submitit requeues on timeout; jobs resume
-    assert str(launcher.submitit_folder).endswith("/.submitit/%j")
+    assert str(launcher.submitit_folder).endswith("hydra_sweep/.submitit/%j")
     (plugin,) = instantiate(cfg.trainer.plugins)
     assert type(plugin).__name__ == "SLURMEnvironment"
     assert plugin.auto_requeue is False  # submitit owns requeueing

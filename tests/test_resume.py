@@ -18,8 +18,17 @@ from fcn_research.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 QUIET = ["trainer.enable_progress_bar=false", "trainer.accelerator=cpu"]
-# Three jobs of a few seconds each: long enough to kill the second between two checkpoints.
-SWEEP = ["-m", "seed=0,1,2", "max_epochs=10", "callbacks=none", "data.num_samples=5000", *QUIET]
+# Three jobs of a few seconds each: long enough to kill the second between two checkpoints,
+# which are written after every epoch here (by default at most every 10 s).
+SWEEP = [
+    "-m",
+    "seed=0,1,2",
+    "max_epochs=10",
+    "callbacks=none",
+    "callbacks.model_checkpoint.min_interval_s=0",
+    "data.num_samples=5000",
+    *QUIET,
+]
 
 
 def _job_dirs(sweep: Path) -> dict[str, Path]:

@@ -88,8 +88,11 @@ class TensorBatches:
                 perm = torch.randperm(n, generator=generator).to(x.device)
                 x, y = x[perm], y[perm]
             for start in range(0, n, bs):
-                rows = _rank_rows(min(bs, n - start), rank, world)
-                yield x[start : start + bs][rows], y[start : start + bs][rows]
+                xb, yb = x[start : start + bs], y[start : start + bs]
+                if world > 1:
+                    rows = _rank_rows(len(xb), rank, world)
+                    xb, yb = xb[rows], yb[rows]
+                yield xb, yb
 
 
 def _on_device(batch: Any, device: torch.device) -> bool:

@@ -1,12 +1,15 @@
-"""Fast paths keep results: cached data, batches left on the device, grouped mini-batches."""
+"""Fast paths keep results: cached data, batches left on the device, grouped mini-batches,
+backward without Lightning's hook dispatch when no hook listens."""
 
 from __future__ import annotations
 
+import lightning as L
 import pytest
 import torch
 
 from fcn_research.data import Playground2D
 from fcn_research.data import base as data_base
+from fcn_research.module import FCNModule, backward_is_plain
 
 
 def test_same_configuration_is_generated_once(monkeypatch):
@@ -116,3 +119,48 @@ def test_checkpoint_is_throttled_but_always_written_after_the_last_epoch(
     assert saved_epochs == expected  # 1 h: only after the last epoch; 0: after every epoch
     state = torch.load(f"{cfg.output_dir}/checkpoints/last.ckpt", weights_only=False)
     assert state["epoch"] == 3 and state["global_step"] == result["global_step"]
+
+
+class _BackwardCounter(L.Callback):
+    """A user's callback on backward: it must keep being called every optimizer step."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def on_after_backward(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.calls += 1
+
+
+def _fit(make_cfg, tmp_path, name: str, callbacks: list[L.Callback]) -> tuple[FCNModule, dict]:
+    from hydra.utils import instantiate
+
+    from fcn_research.train import build
+
+    cfg = make_cfg("data.num_samples=300", "callbacks=none", output_dir=tmp_path / name)
+    L.seed_everything(0, verbose=False)
+    datamodule, module = build(cfg)
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=False)
+    trainer.fit(module, datamodule=datamodule)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    return module, {**metrics, "global_step": trainer.global_step}
+
+
+def test_backward_skips_lightning_only_when_nothing_listens(make_cfg, tmp_path):
+    plain_module, plain = _fit(make_cfg, tmp_path, "plain", [])
+    assert plain_module._plain_backward  # one CPU, 32-bit, no backward hooks
+
+    counter = _BackwardCounter()
+    hooked_module, hooked = _fit(make_cfg, tmp_path, "hooked", [counter])
+    assert not hooked_module._plain_backward
+    assert counter.calls == hooked["global_step"] > 0  # Lightning's path: hook every step
+    # Both paths train the same network to the same numbers.
+    assert hooked == pytest.approx(plain, rel=1e-6)
+
+
+def test_backward_keeps_lightning_under_another_precision_or_a_profiler(make_cfg):
+    from fcn_research.train import build
+
+    _, module = build(make_cfg("data.num_samples=100"))
+    assert not backward_is_plain(L.Trainer(precision="bf16-mixed", logger=False), module)
+    assert not backward_is_plain(L.Trainer(profiler="simple", logger=False), module)
+    assert backward_is_plain(L.Trainer(logger=False, accelerator="cpu"), module)

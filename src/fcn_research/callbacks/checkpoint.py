@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from functools import cached_property
 
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -36,6 +37,12 @@ class LastCheckpoint(ModelCheckpoint):
         )
         self.min_interval_s = min_interval_s
         self._written_at = -math.inf
+
+    @cached_property
+    def state_key(self) -> str:  # type: ignore[override]
+        # Lightning names the callback on every hook call (ModelCheckpoint builds the string
+        # from five attributes each time); they are fixed at __init__, so build it once.
+        return super().state_key
 
     @staticmethod
     def _final_epoch(trainer: L.Trainer) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -157,3 +158,16 @@ def test_ddp_spawn_inside_a_sweep(run_cli, tmp_path):
     (sweep,) = (tmp_path / "outputs" / "sweeps").iterdir()  # one sweep dir, not one per rank
     assert [r["status"] for r in _results(sweep)] == ["completed", "completed"]
     assert not (tmp_path / "outputs" / "runs").exists()
+
+
+def test_a_job_leaves_no_spawn_port_behind(monkeypatch):
+    from fcn_research.train import restored_env
+
+    # What Lightning's spawn launcher does inside a job: set a port in the sweep's process.
+    monkeypatch.delenv("MASTER_PORT", raising=False)
+    monkeypatch.setenv("MASTER_ADDR", "10.0.0.7")  # the user's own setting stays
+    with restored_env():
+        os.environ["MASTER_PORT"] = "29533"
+        os.environ["MASTER_ADDR"] = "127.0.0.1"
+    assert "MASTER_PORT" not in os.environ  # the next job finds a free port of its own
+    assert os.environ["MASTER_ADDR"] == "10.0.0.7"

@@ -11,6 +11,8 @@ import re
 import socket
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -175,6 +177,25 @@ def job_env() -> dict[str, Any]:
     }
 
 
+# Set by Lightning's spawn launcher in the launching process (MASTER_PORT: a port that was
+# free when the job started). Left there, the next ddp_spawn job of a sweep would reuse it.
+SPAWN_ENV = ("MASTER_ADDR", "MASTER_PORT")
+
+
+@contextmanager
+def restored_env(names: tuple[str, ...] = SPAWN_ENV) -> Iterator[None]:
+    """Put the environment variables ``names`` back as they were (unset if they were)."""
+    before = {name: os.environ.get(name) for name in names}
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train one MLP as configured; write and return its result (schema: DESIGN.md)."""
     out = Path(cfg.output_dir)
@@ -215,7 +236,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             ckpt_path = None
         if ckpt_path:
             log.info("resuming from %s", ckpt_path)
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        with restored_env():  # each job of a sweep finds its own free port
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         result["metrics"] = _final_metrics(trainer)
         for cb in callbacks:
             result["init"].update(getattr(cb, "init_metrics", {}))

@@ -38,6 +38,19 @@ def new_dir(tmp_path: Path) -> Path:
     return Path(tempfile.mkdtemp(dir=tmp_path))
 
 
+def init_by_activation(
+    make_cfg, tmp_path: Path, key: str, activations: tuple[str, ...], *overrides: str
+) -> dict[str, float]:
+    """The step-0 value ``key`` (result.json's ``init``) of a one-epoch run per activation."""
+    values = {}
+    for activation in activations:
+        cfg = make_cfg(
+            *overrides, "max_epochs=1", f"activation={activation}", output_dir=new_dir(tmp_path)
+        )
+        values[activation] = train(cfg)["init"][key]
+    return values
+
+
 def sweep_params(cfg) -> dict[str, list[str]]:
     """The experiment's ``hydra.sweeper.params`` as lists of values."""
     return {k: str(v).split(",") for k, v in cfg.hydra.sweeper.params.items()}
@@ -87,17 +100,15 @@ def test_vanishing_gradients_first_layer_far_below_last(
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_depth_without_initializer_sigmoid_collapses_tanh_does_not(make_cfg, tmp_path, seed):
-    ratios = {}
-    for activation in ("sigmoid", "tanh"):
-        cfg = make_cfg(
-            "experiment=depth_without_initializer",
-            "max_epochs=1",
-            "depth=7",
-            f"activation={activation}",
-            f"seed={seed}",
-            output_dir=new_dir(tmp_path),
-        )
-        ratios[activation] = train(cfg)["init"]["grad_norm/ratio_first_last"]
+    ratios = init_by_activation(
+        make_cfg,
+        tmp_path,
+        "grad_norm/ratio_first_last",
+        ("sigmoid", "tanh"),
+        "experiment=depth_without_initializer",
+        "depth=7",
+        f"seed={seed}",
+    )
     # Measured at depth 7: sigmoid 2e-5 and 5e-6, tanh 0.08 and 0.19 (seeds 0, 1).
     assert ratios["sigmoid"] < 1e-3 and ratios["tanh"] > 2e-2
 
@@ -187,16 +198,14 @@ def test_zero_centering_records_a_loss_curve_per_activation(make_cfg, tmp_path):
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_selu_keeps_unit_std_through_32_layers(make_cfg, tmp_path, seed):
-    std = {}
-    for activation in ("selu", "relu", "tanh"):
-        cfg = make_cfg(
-            "experiment=selu_self_normalizing",
-            "max_epochs=1",
-            f"activation={activation}",
-            f"seed={seed}",
-            output_dir=new_dir(tmp_path),
-        )
-        std[activation] = train(cfg)["init"]["activations/std/layer_31"]
+    std = init_by_activation(
+        make_cfg,
+        tmp_path,
+        "activations/std/layer_31",
+        ("selu", "relu", "tanh"),
+        "experiment=selu_self_normalizing",
+        f"seed={seed}",
+    )
     assert 0.8 < std["selu"] < 1.25
     assert std["relu"] < 0.01 and std["tanh"] < 0.3
 

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import lightning as L
 import pytest
 import torch
+from lightning.pytorch.callbacks import Callback
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
 
 from fcn_research.callbacks.neurons import neuron_stats, peak_derivative
+from fcn_research.callbacks.probe import sample_probe
 from fcn_research.callbacks.schedule import LogSchedule
 from fcn_research.model import MLP
+from fcn_research.results import read_result, write_json_atomic
 from fcn_research.train import build, train
 
 SMALL = ["data.num_samples=200", "width=16", "max_epochs=1"]
@@ -111,21 +115,111 @@ def test_constant_layer_on_deep_sigmoid_vanishes(make_cfg, seed):
     assert init["grad_norm/ratio_first_last"] < 1e-3  # orders of magnitude below 1
 
 
-def test_grad_norms_equal_a_direct_computation(make_cfg):
-    cfg = make_cfg(*SMALL, "depth=3")
-    result = train(cfg)
-    # Same seed, same build, same first batch: the gradient the first update used.
-    torch.manual_seed(cfg.seed)
-    import lightning as L
-
-    L.seed_everything(cfg.seed, verbose=False)
-    datamodule, module = build(cfg)
-    x, y = datamodule.first_train_batch()
+def _probe_grad_norms(module, x, y) -> list[float]:
+    module.zero_grad()
     loss, _ = module.loss_and_predictions(x, y)
     loss.backward()
-    for i, linear in enumerate(module.model.linears, 1):
-        direct = linear.weight.grad.norm().item()
-        assert result["init"][f"grad_norm/layer_{i:02d}"] == pytest.approx(direct, rel=1e-5)
+    return [linear.weight.grad.norm().item() for linear in module.model.linears]
+
+
+def test_grad_norms_are_the_probe_gradient_at_step_0_and_at_the_end(make_cfg, tmp_path):
+    cfg = make_cfg(*SMALL, "depth=3", "max_epochs=2", output_dir=tmp_path / "job")
+    result = train(cfg)
+    # Same seed, same build: the network at step 0, then the final one from the checkpoint,
+    # each on the probe set (512 fixed training samples: here all 160 of them).
+    L.seed_everything(cfg.seed, verbose=False)
+    datamodule, module = build(cfg)
+    x, y = sample_probe(datamodule.x_train, datamodule.y_train, 512)
+    at_init = _probe_grad_norms(module, x, y)
+    state = torch.load(tmp_path / "job" / "checkpoints" / "last.ckpt", weights_only=False)
+    module.load_state_dict(state["state_dict"])
+    at_end = _probe_grad_norms(module, x, y)
+    for i in range(3):
+        tag = f"grad_norm/layer_{i + 1:02d}"
+        assert result["init"][tag] == pytest.approx(at_init[i], rel=1e-5)
+        assert result["metrics"][tag] == pytest.approx(at_end[i], rel=1e-5)
+    assert at_init != pytest.approx(at_end, rel=1e-3)  # it trained in between
+
+
+def test_every_tag_shares_the_optimizer_step_axis(make_cfg, tmp_path):
+    # 160 training samples in batches of 64: 3 optimizer steps per epoch, and with the
+    # default steps_per_batch=8 one Lightning batch per epoch (Lightning's own count: 1, 2, 3).
+    cfg = make_cfg(*SMALL, "max_epochs=3", output_dir=tmp_path / "job")
+    result = train(cfg)
+    assert result["global_step"] == 9
+    acc = EventAccumulator(str(tmp_path / "job"), size_guidance={"scalars": 0, "images": 0})
+    acc.Reload()
+    epoch_ends = [3, 6, 9]
+    for tag in ("train/loss", "train/acc", "val/loss", "val/acc"):
+        assert [e.step for e in acc.Scalars(tag)] == epoch_ends, tag
+    assert sorted({e.step for e in acc.Scalars("epoch")}) == epoch_ends
+    assert [e.value for e in acc.Scalars("train/loss")][-1] == pytest.approx(
+        result["metrics"]["train/loss"]
+    )
+    assert [e.step for e in acc.Scalars("grad_norm/layer_01")] == list(range(10))
+    assert [e.step for e in acc.Scalars("neurons/dead_fraction")] == list(range(10))
+    assert {e.step for e in acc.Images("decision_boundary")} <= {0, *epoch_ends}
+    assert max(e.step for e in acc.Images("decision_boundary")) == 9
+
+
+def test_train_loss_is_a_mean_over_samples(make_cfg, tmp_path):
+    # 800 training samples in batches of 700 and 100; lr 1e-12 keeps the network as it was
+    # built, so the epoch's train/loss is the mean loss over the 800 samples (a mean of the
+    # two batch means would weigh the 100 samples 7x as much).
+    cfg = make_cfg(
+        "callbacks=none", "max_epochs=1", "data.num_samples=1000", "batch_size=700",
+        "lr=1e-12", output_dir=tmp_path / "job",
+    )  # fmt: skip
+    result = train(cfg)
+    L.seed_everything(cfg.seed, verbose=False)
+    datamodule, module = build(cfg)
+    with torch.no_grad():
+        loss, _ = module.loss_and_predictions(datamodule.x_train, datamodule.y_train)
+    assert len(datamodule.x_train) == 800
+    assert result["metrics"]["train/loss"] == pytest.approx(loss.item(), rel=1e-5)
+
+
+def test_pruned_layers_keep_their_gradients(make_cfg, tmp_path):
+    # ModelPruning turns `weight` into weight_orig * mask: the gradient lives on weight_orig.
+    cfg = make_cfg(
+        "experiment=pruning", "max_epochs=3", "callbacks.pruning.amount=0.5",
+        output_dir=tmp_path / "job",
+    )  # fmt: skip
+    result = train(cfg)
+    assert result["metrics"]["pruning/sparsity"] == pytest.approx(0.875, abs=1e-3)
+    for tag in ("grad_norm/layer_01", "grad_norm/layer_03", "grad_norm/ratio_first_last"):
+        value = result["metrics"][tag]
+        assert value is not None and 0.0 < value < float("inf"), (tag, value)
+    acc = EventAccumulator(str(tmp_path / "job"), size_guidance={"scalars": 0, "histograms": 0})
+    acc.Reload()
+    first_pruning = acc.Scalars("pruning/sparsity")[1].step
+    after = [e for e in acc.Scalars("grad_norm/layer_01") if e.step > first_pruning]
+    assert after and all(e.value > 0 for e in after)
+    grads = [e for e in acc.Histograms("grad/layer_01") if e.step > first_pruning]
+    assert grads and all(sum(e.histogram_value.bucket) == 64 * 64 for e in grads)
+    # The gradient the optimizer applies is masked: every pruned weight's is exactly zero,
+    # so the two bins that meet at zero hold at least the pruned weights.
+    pruned = round(result["metrics"]["pruning/sparsity/layer_01"] * 64 * 64)
+    bucket = grads[-1].histogram_value.bucket
+    assert pruned > 1000 and bucket[31] + bucket[32] >= pruned
+
+
+class Crash(Callback):
+    """Fails training at optimizer step 3 (a test-local stand-in for a crash or a kill)."""
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        if trainer.global_step == 3:
+            raise RuntimeError("crash at step 3")
+
+
+def test_init_reaches_result_json_as_soon_as_step_0_is_measured(make_cfg, tmp_path):
+    cfg = make_cfg(*SMALL, "max_epochs=3", "+callbacks.crash._target_=test_instruments.Crash")
+    with pytest.raises(RuntimeError, match="crash at step 3"):
+        train(cfg)
+    result = read_result(cfg.output_dir)
+    assert result["status"] == "failed"
+    assert result["init"]["grad_norm/layer_01"] > 0
+    assert "neurons/dead_fraction" in result["init"]
 
 
 def test_tensorboard_events_hold_every_instrument(make_cfg, tmp_path):
@@ -169,3 +263,70 @@ def test_inspect_init_prints_the_init_values_of_training(make_cfg, run_cli):
     row = next(line for line in proc.stdout.splitlines() if "│    01 │" in line)
     assert f"{init['grad_norm/layer_01']:.3g}" in row
     assert f"{init['activations/std/layer_01']:.3g}" in row
+
+
+class CentredTanh(nn.Module):
+    """Not element-wise: tanh(x) minus its mean over the layer's units."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = torch.tanh(x)
+        return t - t.mean(-1, keepdim=True)
+
+
+class BatchCentred(nn.Module):
+    """Mixes the samples of a batch: x minus its mean over the batch."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x - x.mean(0, keepdim=True)
+
+
+def test_dead_and_saturated_use_each_units_own_derivative():
+    torch.manual_seed(0)
+    model = MLP(3, 1, depth=2, width=6, activation=CentredTanh)
+    x = torch.randn(50, 3)
+    stats = neuron_stats(model, x)
+    assert stats["neurons/dead_fraction"].item() == 0.0  # a column sum gave 1.0: sum_j dJ = 0
+    # The Jacobian's diagonal, sample by sample, against 5 % of each unit's peak (1 - 1/6).
+    z = model.linears[0](x).detach()
+    diag = torch.stack([torch.autograd.functional.jacobian(CentredTanh(), r).diagonal() for r in z])
+    expected = (diag.abs() < 0.05 * (1 - 1 / 6)).float().mean().item()
+    assert stats["neurons/saturated_fraction/layer_01"].item() == pytest.approx(expected)
+    assert peak_derivative(CentredTanh(), 6) == pytest.approx(torch.full((6,), 5 / 6), abs=1e-4)
+
+
+def test_channel_wise_activation_gets_per_unit_peaks(make_cfg):
+    prelu = nn.PReLU(num_parameters=4)
+    with torch.no_grad():
+        prelu.weight.copy_(torch.tensor([0.1, 0.5, 2.0, -3.0]))
+    assert peak_derivative(prelu, 4).tolist() == pytest.approx([1.0, 1.0, 2.0, 3.0])
+    # And trains with every instrument through the config, as a user's activation would.
+    cfg = make_cfg(*SMALL, "activation._target_=torch.nn.PReLU", "+activation.num_parameters=16")
+    result = train(cfg)
+    assert result["status"] == "completed"
+    assert result["init"]["neurons/dead_fraction"] == 0.0  # PReLU's slope is 0.25 below 0
+
+
+def test_an_activation_that_mixes_samples_is_refused_by_name():
+    model = MLP(3, 1, depth=2, width=4, activation=BatchCentred)
+    with pytest.raises(ValueError, match=r"BatchCentred mixes the samples.*callbacks.neurons=null"):
+        neuron_stats(model, torch.randn(10, 3))
+
+
+def test_resumed_run_keeps_init_and_histogram_bins(make_cfg, tmp_path):
+    common = [*SMALL, "seed=3", "callbacks.model_checkpoint.min_interval_s=0"]
+    reference = train(make_cfg(*common, "max_epochs=4", output_dir=tmp_path / "reference"))
+    job = tmp_path / "job"
+    train(make_cfg(*common, "max_epochs=2", output_dir=job))
+    # As a kill after the checkpoint of epoch 2 leaves it, and with step 0 gone from
+    # result.json too: only the checkpoint still knows it.
+    write_json_atomic(job / "result.json", {**read_result(job), "status": "running", "init": {}})
+    resumed = train(make_cfg(*common, "max_epochs=4", output_dir=job))
+    assert resumed["status"] == "completed"
+    assert resumed["init"] == pytest.approx(reference["init"], rel=1e-6)
+    assert resumed["metrics"] == pytest.approx(reference["metrics"], rel=1e-5, abs=1e-6)
+    acc = EventAccumulator(str(job), size_guidance={"histograms": 0})
+    acc.Reload()
+    events = acc.Histograms("grad/layer_02")
+    assert {e.step for e in events} >= {0, 6, 12}  # before and after the resume
+    limits = {tuple(e.histogram_value.bucket_limit) for e in events}
+    assert len(limits) == 1  # the bins fixed at step 0 hold across the resume

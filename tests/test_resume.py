@@ -24,7 +24,6 @@ SWEEP = [
     "-m",
     "seed=0,1,2",
     "max_epochs=10",
-    "callbacks=none",
     "callbacks.model_checkpoint.min_interval_s=0",
     "data.num_samples=5000",
     *QUIET,
@@ -41,11 +40,16 @@ def _only(sweep: Path, pattern: str) -> Path:
 
 
 def _job(sweep: Path, seed: int) -> Path:
-    return sweep / f"callbacks=none,data.num_samples=5000,max_epochs=10,seed={seed}"
+    return sweep / f"data.num_samples=5000,max_epochs=10,seed={seed}"
 
 
-def _metrics(sweep: Path) -> dict[str, dict[str, float]]:
-    return {name: read_result(d)["metrics"] for name, d in _job_dirs(sweep).items()}
+def _measured(sweep: Path) -> dict[str, dict[str, float]]:
+    """Per job, its final metrics and its step-0 values (``init:<tag>``)."""
+    out = {}
+    for name, job in _job_dirs(sweep).items():
+        result = read_result(job)
+        out[name] = {**result["metrics"], **{f"init:{k}": v for k, v in result["init"].items()}}
+    return out
 
 
 def test_interrupted_run_resumes_to_the_uninterrupted_result(make_cfg, tmp_path):
@@ -104,9 +108,10 @@ def test_killed_sweep_resumes_and_matches_uninterrupted(run_cli, tmp_path):
     assert sweep_statuses(sweep) == {"completed": [_job(sweep, i).name for i in range(3)]}
 
     run_cli(*SWEEP, f"hydra.sweep.dir={tmp_path / 'uninterrupted'}")
-    resumed, reference = _metrics(sweep), _metrics(tmp_path / "uninterrupted")
+    resumed, reference = _measured(sweep), _measured(tmp_path / "uninterrupted")
     assert resumed.keys() == reference.keys()
     for job, metrics in reference.items():
+        assert "init:grad_norm/layer_01" in metrics and "neurons/dead_fraction" in metrics
         assert resumed[job] == pytest.approx(metrics, rel=1e-5, abs=1e-6), job
 
 

@@ -14,29 +14,29 @@ from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
-from fcn_research.callbacks.gradients import grad_norms
+from fcn_research.callbacks.gradients import grad_norms, probe_gradients
 from fcn_research.callbacks.neurons import neuron_stats
 from fcn_research.callbacks.probe import sample_probe, to_host
 from fcn_research.train import CONF_DIR, build
 
 USAGE = """usage: python scripts/inspect_init.py [override ...]
 Same overrides as train.py (e.g. activation=sigmoid depth=7 initializer=constant_layer).
-Prints, per Linear layer at initialization: gradient norm on the first training batch,
-dead and saturated fraction and activation mean/std on the probe set. Trains nothing."""
+Prints, per Linear layer at initialization: gradient norm, dead and saturated fraction
+and activation mean/std, all on the probe set (as training's step 0). Trains nothing."""
 
 
-def inspect_init(cfg: DictConfig, probe_size: int | None = None) -> dict[str, float]:
+def _probe_size(cfg: DictConfig, instrument: str, default: int = 512) -> int:
+    node = (cfg.get("callbacks") or {}).get(instrument) or {}
+    return int(node.get("probe_size", default))
+
+
+def inspect_init(cfg: DictConfig) -> dict[str, float]:
     """Step-0 instrument values for the composed ``cfg``: the ``init`` of a training run."""
     L.seed_everything(cfg.seed, verbose=False)
     datamodule, module = build(cfg)
-    x, y = datamodule.first_train_batch()  # the batch that training's step 0 uses
-    loss, _ = module.loss_and_predictions(x, y)
-    loss.backward()
-    values = grad_norms(module.model)
-    if probe_size is None:
-        neurons_cfg = (cfg.get("callbacks") or {}).get("neurons") or {}
-        probe_size = int(neurons_cfg.get("probe_size", 512))
-    probe_x, _ = sample_probe(datamodule.x_train, datamodule.y_train, probe_size)
+    x, y = datamodule.x_train, datamodule.y_train
+    values = grad_norms(probe_gradients(module, *sample_probe(x, y, _probe_size(cfg, "gradients"))))
+    probe_x, _ = sample_probe(x, y, _probe_size(cfg, "neurons"))
     values.update(neuron_stats(module.model, probe_x))
     return to_host(values)
 

@@ -49,9 +49,11 @@ class FCNModule(L.LightningModule):
     """Trains ``model`` for a binary, multi-class or regression task.
 
     Logs ``train/loss``, ``val/loss`` and ``train/acc``, ``val/acc`` (classification) or
-    ``val/mse`` (regression) once per epoch. A batch may be a list of mini-batches: one
-    optimizer step each, in order (the datamodule's ``steps_per_batch``). A non-finite epoch
-    loss marks the run as diverged (``train/diverged`` = 1) and stops it.
+    ``val/mse`` (regression) once per epoch, each a mean over the epoch's samples, at the
+    optimizer step where the epoch ended (``trainer.global_step``, the axis every instrument
+    uses). A batch may be a list of mini-batches: one optimizer step each, in order (the
+    datamodule's ``steps_per_batch``). A non-finite epoch loss marks the run as diverged
+    (``train/diverged`` = 1) and stops it.
     """
 
     def __init__(
@@ -84,7 +86,6 @@ class FCNModule(L.LightningModule):
         self._epoch_sums: dict[str, Any] = {
             "loss": torch.zeros(()),
             "metric": torch.zeros(()),
-            "steps": 0,
             "samples": 0,
         }
         self._plain_backward = False  # set at on_train_start (backward_is_plain)
@@ -136,9 +137,8 @@ class FCNModule(L.LightningModule):
                 sums["loss"].to(loss.device),
                 sums["metric"].to(loss.device),
             )
-        sums["loss"].add_(loss)
+        sums["loss"].add_(loss * samples)  # sample-weighted: a short last batch counts less
         sums["metric"].add_(metric_sum)
-        sums["steps"] += 1
         sums["samples"] += samples
 
     def on_train_start(self) -> None:
@@ -149,15 +149,15 @@ class FCNModule(L.LightningModule):
         self._epoch_sums.update(
             loss=torch.zeros((), device=device),
             metric=torch.zeros((), device=device),
-            steps=0,
             samples=0,
         )
 
     def on_train_epoch_end(self) -> None:
         sums = self._epoch_sums
-        if not sums["steps"]:
+        if not sums["samples"]:
             return
-        loss = sums["loss"] / sums["steps"]
+        loss = sums["loss"] / sums["samples"]
+        self._log_step_axis()
         self.log("train/loss", loss, sync_dist=True)
         self.log(f"train/{self.metric_name}", sums["metric"] / sums["samples"], sync_dist=True)
         diverged = not torch.isfinite(loss)  # the epoch's one host read
@@ -181,9 +181,17 @@ class FCNModule(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         # Two logs per epoch, not two per batch: Lightning's self.log costs ~0.3 ms a call.
         if self._val_samples:
+            self._log_step_axis()
             self.log("val/loss", self._val_loss_sum / self._val_samples, sync_dist=True)
             self.log(f"val/{self.metric_name}", self.val_metric.compute(), sync_dist=True)
         self.val_metric.reset()
+
+    def _log_step_axis(self) -> None:
+        # Lightning logs epoch-end metrics at its count of Lightning batches, which with
+        # steps_per_batch > 1 is not the optimizer step; a logged "step" replaces that x value
+        # (LoggerConnector.log_metrics), and "epoch" is then ours to log.
+        self.log("step", float(self.trainer.global_step))
+        self.log("epoch", float(self.trainer.current_epoch))
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return self.optimizer_factory(self.parameters())

@@ -49,3 +49,10 @@ def read_result(job_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
         return json.loads(path.read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         return None
+
+
+def update_result(job_dir: str | os.PathLike[str], **fields: Any) -> dict[str, Any]:
+    """Merge ``fields`` into the job's result.json (atomically) and return the new result."""
+    result = {**(read_result(job_dir) or {}), **fields}
+    write_json_atomic(Path(job_dir) / RESULT_FILE, result)
+    return result

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import socket
@@ -27,6 +28,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from fcn_research.data.base import InMemoryDataModule
 from fcn_research.model import MLP, hidden_widths
 from fcn_research.module import FCNModule
+from fcn_research.recording import ResultRecorder
 from fcn_research.results import RESULT_FILE, read_result, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -156,10 +158,6 @@ def _instantiate_all(node: DictConfig | None) -> list[Any]:
     return [instantiate(v) for v in node.values() if v is not None and "_target_" in v]
 
 
-def _final_metrics(trainer: L.Trainer) -> dict[str, float]:
-    return {k: float(v) for k, v in trainer.callback_metrics.items() if isinstance(v, torch.Tensor)}
-
-
 def _trained_to_the_end(ckpt: Path, max_epochs: int | None) -> bool:
     """Whether the checkpoint was saved after the last epoch (Lightning's ``epoch`` is 0-based)."""
     if max_epochs is None or max_epochs < 0:
@@ -196,6 +194,17 @@ def restored_env(names: tuple[str, ...] = SPAWN_ENV) -> Iterator[None]:
                 os.environ[name] = value
 
 
+def _take_recorded(result: dict[str, Any], out: Path) -> None:
+    """Take into ``result`` what the training process (under ddp_spawn: its rank-0 worker)
+    wrote into result.json through ``ResultRecorder``."""
+    recorded = read_result(out) or {}
+    for key in ("init", "metrics", "epochs", "global_step"):
+        if key in recorded:
+            result[key] = recorded[key]
+    # JSON keeps a non-finite metric as null; in memory it is NaN again.
+    result["metrics"] = {k: math.nan if v is None else v for k, v in result["metrics"].items()}
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train one MLP as configured; write and return its result (schema: DESIGN.md)."""
     out = Path(cfg.output_dir)
@@ -223,7 +232,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     try:
         datamodule, module = build(cfg)
         module.run_hparams = result["hparams"]  # what HParamsSummary shows for this run
-        callbacks = _instantiate_all(cfg.get("callbacks"))
+        # The recorder last: it writes what the instruments before it measured.
+        callbacks = [*_instantiate_all(cfg.get("callbacks")), ResultRecorder(out)]
         loggers = _instantiate_all(cfg.get("logger"))
         trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
         ckpt = out / CHECKPOINT
@@ -238,15 +248,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             log.info("resuming from %s", ckpt_path)
         with restored_env():  # each job of a sweep finds its own free port
             trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-        result["metrics"] = _final_metrics(trainer)
-        for cb in callbacks:
-            result["init"].update(getattr(cb, "init_metrics", {}))
-            result["metrics"].update(getattr(cb, "final_metrics", {}))
-        result["epochs"] = trainer.current_epoch
-        result["global_step"] = trainer.global_step
+        _take_recorded(result, out)
         diverged = module.diverged or result["metrics"].get("train/diverged", 0.0) > 0
         result["status"] = "diverged" if diverged else "completed"
     except Exception as err:
+        _take_recorded(result, out)  # what was measured before the failure (init) stays
         result["status"] = "failed"
         result["error"] = f"{type(err).__name__}: {err}"
         raise

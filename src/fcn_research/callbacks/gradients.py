@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import lightning as L
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from fcn_research.callbacks.histograms import FixedRangeHistograms
 from fcn_research.callbacks.probe import (
@@ -18,41 +20,49 @@ from fcn_research.callbacks.schedule import StepInstrument
 from fcn_research.model import MLP
 
 
-def grad_norms(model: MLP) -> dict[str, Tensor]:
-    """``grad_norm/layer_XX`` (L2 norm of each Linear's weight gradient), first/last ratio."""
-    norms = {}
-    for i, linear in enumerate(model.linears, 1):
-        grad = linear.weight.grad
-        norms[layer_tag("grad_norm", i)] = (
-            grad.norm() if grad is not None else torch.zeros((), device=linear.weight.device)
-        )
-    first, last = norms[layer_tag("grad_norm", 1)], norms[layer_tag("grad_norm", len(norms))]
-    norms["grad_norm/ratio_first_last"] = first / last
-    return norms
+def trained_weight(linear: nn.Linear) -> Tensor:
+    """The weight parameter the optimizer updates: ``weight`` itself, or, once
+    ``torch.nn.utils.prune`` has pruned the layer, ``weight_orig`` (``weight`` is then the
+    non-leaf product ``weight_orig * weight_mask`` and never holds a gradient)."""
+    return getattr(linear, "weight_orig", linear.weight)
 
 
-def probe_gradients(pl_module: L.LightningModule, x: Tensor, y: Tensor) -> None:
-    """Fill the weights' ``.grad`` with the gradient of the module's loss on (x, y)."""
-    pl_module.zero_grad(set_to_none=True)
+def probe_gradients(pl_module: L.LightningModule, x: Tensor, y: Tensor) -> list[Tensor]:
+    """Per Linear, the gradient of the module's loss on (x, y) with respect to the weight the
+    optimizer updates (under pruning: masked, as the optimizer applies it).
+
+    ``.grad`` is left untouched (``autograd.grad``), so a training step's gradient survives,
+    and nothing reaches DDP's gradient hooks.
+    """
+    weights = [trained_weight(linear) for linear in mlp_of(pl_module).linears]
     with torch.enable_grad():
         loss, _ = pl_module.loss_and_predictions(x, y)
-        loss.backward()
+        return list(torch.autograd.grad(loss, weights))
+
+
+def grad_norms(grads: list[Tensor]) -> dict[str, Tensor]:
+    """``grad_norm/layer_XX`` (L2 norm of each Linear's weight gradient), first/last ratio."""
+    norms = {layer_tag("grad_norm", i): g.norm() for i, g in enumerate(grads, 1)}
+    norms["grad_norm/ratio_first_last"] = grads[0].norm() / grads[-1].norm()
+    return norms
 
 
 class GradientMonitor(StepInstrument):
     """Logs ``grad_norm/layer_XX``, ``grad_norm/ratio_first_last`` and the histograms
-    ``grad/layer_XX`` and ``weight/layer_XX`` on the schedule.
+    ``grad/layer_XX`` and ``weight/layer_XX``: at step 0, on the schedule and at the end.
 
-    Gradients are read in ``on_before_optimizer_step``: the batch's gradient with the
-    weights as they were for it, so step 0 is the network at initialization. At the end of
-    training the gradient is taken on the probe set, once, for the final values.
+    Every value is the gradient of the mean loss on the probe set (a fixed sample of the
+    training data, the same for the whole run) for the weights as they are at that step, so
+    step 0, the schedule and the final value measure the same thing on the same data. The
+    gradient is taken with respect to the parameter the optimizer updates (under pruning
+    ``weight_orig``, masked). The weight histograms show the effective (masked) weights.
 
     Args:
         min_interval: smallest logging interval in steps (see ``LogSchedule``).
         max_interval: largest logging interval in steps.
         histograms: also log gradient and weight histograms.
         bins: histogram bin count.
-        probe_size: probe-set size for the final gradient.
+        probe_size: number of training samples in the probe set.
     """
 
     def __init__(
@@ -63,21 +73,28 @@ class GradientMonitor(StepInstrument):
         bins: int = 64,
         probe_size: int = 512,
     ) -> None:
+        if probe_size < 1:
+            raise ValueError(f"probe_size must be >= 1, got {probe_size}")
         super().__init__(min_interval, max_interval)
         self.histograms = histograms
         self.hist = FixedRangeHistograms(bins)
         self.probe_size = probe_size
+        self._probe: tuple[Tensor, Tensor] | None = None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Drawn here, once the data sits on the training device.
+        self._probe = probe_set(trainer, self.probe_size)
 
     def measure(
         self, trainer: L.Trainer, pl_module: L.LightningModule, step: int
     ) -> dict[str, float]:
-        model = mlp_of(pl_module)
-        norms = grad_norms(model)
+        model: MLP = mlp_of(pl_module)
+        grads = probe_gradients(pl_module, *self._probe)
+        norms = grad_norms(grads)
         hist_values: dict[str, Tensor] = {}
         if self.histograms:
-            for i, linear in enumerate(model.linears, 1):
-                if linear.weight.grad is not None:
-                    hist_values[layer_tag("grad", i)] = linear.weight.grad
+            for i, (linear, grad) in enumerate(zip(model.linears, grads, strict=True), 1):
+                hist_values[layer_tag("grad", i)] = grad
                 hist_values[layer_tag("weight", i)] = linear.weight
         rows, meta = self.hist.compute(hist_values) if hist_values else (None, [])
         # The event's one device-to-host transfer: norms and histograms together.
@@ -97,8 +114,13 @@ class GradientMonitor(StepInstrument):
                 self.hist.write(writer, list(hist_values), host_rows, meta, step)
         return scalars
 
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        x, y = probe_set(trainer, self.probe_size)
-        probe_gradients(pl_module, x, y)
-        self.final_metrics = self.measure(trainer, pl_module, trainer.global_step)
-        pl_module.zero_grad(set_to_none=True)
+    def state_dict(self) -> dict[str, Any]:
+        # A resumed run keeps its histogram bins, so its histograms compare across the resume.
+        return {**super().state_dict(), "hist_ranges": dict(self.hist.ranges)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        self.hist.ranges = dict(state_dict.get("hist_ranges", {}))
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._probe = None  # hold no tensors between runs

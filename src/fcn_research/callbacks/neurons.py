@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import lightning as L
 import torch
 from torch import Tensor, nn
@@ -23,33 +25,122 @@ DEAD_TOL = 1e-8
 # A (unit, sample) pair is saturated when its derivative is below this fraction of the
 # activation's peak derivative (tanh: |z| > ~2.4; sigmoid: |z| > ~4.4; ReLU: z <= 0).
 SATURATION_FRACTION = 0.05
-# Grid on which the peak derivative of an activation is searched.
-_PEAK_GRID = torch.linspace(-20.0, 20.0, 8001)
+# Grid on which the peak derivative of an activation is searched (step 0.02, includes 0).
+_PEAK_GRID = torch.linspace(-20.0, 20.0, 2001)
+# The most (output unit x sample x input) derivatives one batched backward may hold (64 MiB).
+_CHUNK_ELEMENTS = 1 << 24
 
 
-def activate_with_derivative(activation: nn.Module, z: Tensor) -> tuple[Tensor, Tensor]:
-    """The activation's output on ``z`` and |d act/d z| per (sample, output unit), by
+@dataclass(frozen=True)
+class ActivationProfile:
+    """What the instruments need to know about one layer's activation module.
+
+    Attributes:
+        elementwise: each output depends only on its own input (or its own ``pool_size``
+            pieces): then one backward of the summed output gives every unit's derivative.
+        peak: per output unit, the largest |d act/d z| on a grid over [-20, 20].
+    """
+
+    elementwise: bool
+    peak: Tensor
+
+
+def _pool(activation: nn.Module) -> int:
+    return int(getattr(activation, "pool_size", 1))
+
+
+def _structure(activation: nn.Module, width_in: int, device: torch.device) -> bool:
+    """Whether the activation is element-wise (per unit or per pool of pieces), from its exact
+    Jacobian at three random points; raise if it mixes samples of a batch."""
+    pool = _pool(activation)
+    z = torch.randn(3, width_in, generator=torch.Generator().manual_seed(0)).to(device)
+    jac = torch.autograd.functional.jacobian(lambda t: activation(t.clone()), z, vectorize=True)
+    if jac.dim() != 4 or jac.shape[1] * pool != width_in:
+        raise ValueError(
+            f"{type(activation).__name__} maps inputs of shape {tuple(z.shape)} to "
+            f"{tuple(jac.shape[:2])}; an activation must map (n, k*units) to (n, units), with "
+            f"k its pool_size ({pool})"
+        )
+    nonzero = jac.detach() != 0
+    samples = torch.eye(3, dtype=torch.bool, device=device)
+    if (nonzero & ~samples[:, None, :, None]).any():
+        raise ValueError(
+            f"{type(activation).__name__} mixes the samples of a batch (one sample's output "
+            "depends on another's input); dead and saturated units are per-sample quantities. "
+            "Switch the neuron instrument off with callbacks.neurons=null"
+        )
+    units = jac.shape[1]
+    own = (
+        torch.arange(width_in, device=device) // pool == torch.arange(units, device=device)[:, None]
+    )
+    return not (nonzero & ~(samples[:, None, :, None] & own[None, :, None, :])).any()
+
+
+def _own_derivatives(out: Tensor, z: Tensor, pool: int) -> Tensor:
+    """|d out_u / d z_i| for each unit u and its own pieces i, summed over the pieces: the
+    Jacobian's diagonal, by batched backwards over the output units (in chunks)."""
+    n, units = out.shape
+    chunk = max(1, _CHUNK_ELEMENTS // max(1, n * z.shape[1]))
+    eye = torch.eye(units, device=out.device, dtype=out.dtype)
+    parts = []
+    for lo in range(0, units, chunk):
+        hi = min(units, lo + chunk)
+        grad_out = eye[lo:hi].unsqueeze(1).expand(hi - lo, n, units)
+        (g,) = torch.autograd.grad(out, z, grad_out, retain_graph=True, is_grads_batched=True)
+        g = g.unflatten(-1, (units, pool))[torch.arange(hi - lo), :, torch.arange(lo, hi)]
+        parts.append(g.abs().sum(-1).T)  # (n, hi - lo)
+    return torch.cat(parts, 1)
+
+
+def activate_with_derivative(
+    activation: nn.Module, z: Tensor, elementwise: bool = True
+) -> tuple[Tensor, Tensor]:
+    """The activation's output on ``z`` and |d act_u/d z_u| per (sample, output unit), by
     autograd on the activation module itself (one forward serves both).
 
-    For a pooling activation (``pool_size`` k: k consecutive inputs per output unit) a unit
-    passes gradient through whichever of its k pieces is active: the k derivatives are summed.
+    The derivative of each unit is with respect to its own pre-activation (the Jacobian's
+    diagonal, not a column sum); for a pooling activation (``pool_size`` k: k consecutive
+    inputs per output unit, as Maxout) with respect to its own k pieces, summed: a unit passes
+    gradient through whichever of them is active. ``elementwise`` (see ``ActivationProfile``)
+    takes the cheap path: one backward of the summed output.
     """
+    pool = _pool(activation)
     z = z.detach().requires_grad_(True)
     with torch.enable_grad():
         # clone: an in-place activation must not write into the leaf it is differentiated by.
         out = activation(z.clone())
-        (d,) = torch.autograd.grad(out.sum(), z)
-    d = d.abs()
-    pool = int(getattr(activation, "pool_size", 1))
-    return out.detach(), (d.unflatten(-1, (-1, pool)).sum(-1) if pool > 1 else d)
+        if elementwise:
+            (d,) = torch.autograd.grad(out.sum(), z)
+            d = d.abs()
+            d = d.unflatten(-1, (-1, pool)).sum(-1) if pool > 1 else d
+        else:
+            d = _own_derivatives(out, z, pool)
+    return out.detach(), d
 
 
-def peak_derivative(activation: nn.Module) -> Tensor:
-    """The largest |d act/d z| on a grid over [-20, 20] (0.25 for sigmoid, 1 for tanh/ReLU)."""
-    pool = int(getattr(activation, "pool_size", 1))
+def profile_activation(activation: nn.Module, width_in: int | None = None) -> ActivationProfile:
+    """Structure and per-unit peak derivative of ``activation`` on inputs of ``width_in``
+    features (the Linear's output width; default one unit's ``pool_size`` pieces)."""
+    width_in = width_in or _pool(activation)
     device = next(activation.parameters(), torch.empty(0)).device
-    z = _PEAK_GRID.to(device).unsqueeze(1).repeat(1, pool)
-    return activate_with_derivative(activation, z)[1].max()
+    elementwise = _structure(activation, width_in, device)
+    z = _PEAK_GRID.to(device).unsqueeze(1).expand(-1, width_in).contiguous()
+    _, d = activate_with_derivative(activation, z, elementwise)
+    return ActivationProfile(elementwise, d.amax(0))
+
+
+def peak_derivative(activation: nn.Module, width_in: int | None = None) -> Tensor:
+    """Per output unit, the largest |d act/d z| on a grid over [-20, 20] (0.25 for sigmoid,
+    1 for tanh/ReLU)."""
+    return profile_activation(activation, width_in).peak
+
+
+def profile_layers(model: MLP) -> list[ActivationProfile]:
+    """``profile_activation`` of every hidden layer's activation, at that layer's width."""
+    return [
+        profile_activation(act, linear.out_features)
+        for linear, act in zip(model.linears, model.activations, strict=False)
+    ]
 
 
 @torch.no_grad()
@@ -58,22 +149,25 @@ def neuron_stats(
     x: Tensor,
     dead_tol: float = DEAD_TOL,
     saturation_fraction: float = SATURATION_FRACTION,
-    peaks: list[Tensor] | None = None,
+    profiles: list[ActivationProfile] | None = None,
 ) -> dict[str, Tensor]:
     """Dead / saturated fractions and activation mean / std of every hidden layer on ``x``.
 
     Runs the model in eval mode; gradients are computed only for the activation's own
-    derivative and never reach the parameters.
+    derivative and never reach the parameters. ``profiles`` (``profile_layers``) can be
+    computed once per run.
     """
+    if profiles is None:
+        profiles = profile_layers(model)
     was_training = model.training
     model.eval()
     stats: dict[str, Tensor] = {}
     dead_counts: list[Tensor] = []
     total_units = 0
     h = x
-    for i, (linear, act) in enumerate(zip(model.linears, model.activations, strict=False), 1):
-        h, d = activate_with_derivative(act, linear(h))
-        peak = peaks[i - 1] if peaks is not None else peak_derivative(act)
+    layers = zip(model.linears, model.activations, profiles, strict=False)
+    for i, (linear, act, profile) in enumerate(layers, 1):
+        h, d = activate_with_derivative(act, linear(h), profile.elementwise)
         # Dead: even the largest derivative over the probe samples is within tolerance.
         dead = (d.amax(dim=0) <= dead_tol).sum()
         dead_counts.append(dead)
@@ -81,7 +175,8 @@ def neuron_stats(
         # Two-pass mean and (unbiased) std: torch.std's single-pass kernel is ~10x slower on CPU.
         mean = h.mean()
         std = ((h - mean).square().sum() / max(h.numel() - 1, 1)).sqrt()
-        saturated = torch.count_nonzero(d < saturation_fraction * peak) / d.numel()
+        # Each unit against its own peak (channel-wise activations such as PReLU differ).
+        saturated = torch.count_nonzero(d < saturation_fraction * profile.peak) / d.numel()
         stats[layer_tag("neurons/dead_fraction", i)] = dead / d.shape[1]
         stats[layer_tag("neurons/saturated_fraction", i)] = saturated
         stats[layer_tag("activations/mean", i)] = mean
@@ -101,7 +196,8 @@ class NeuronMonitor(StepInstrument):
         max_interval: largest logging interval in steps.
         probe_size: number of training samples in the probe set (fixed for the run).
         dead_tol: a unit is dead when |d act/d z| <= dead_tol on every probe sample.
-        saturation_fraction: saturated when |d act/d z| < this fraction of the peak derivative.
+        saturation_fraction: saturated when |d act/d z| < this fraction of the unit's peak
+            derivative.
     """
 
     def __init__(
@@ -121,18 +217,18 @@ class NeuronMonitor(StepInstrument):
         self.dead_tol = dead_tol
         self.saturation_fraction = saturation_fraction
         self._probe: Tensor | None = None
-        self._peaks: list[Tensor] | None = None
+        self._profiles: list[ActivationProfile] | None = None
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Drawn here, once the data sits on the training device.
         self._probe, _ = probe_set(trainer, self.probe_size)
-        self._peaks = [peak_derivative(act) for act in mlp_of(pl_module).activations]
+        self._profiles = profile_layers(mlp_of(pl_module))
 
     def measure(
         self, trainer: L.Trainer, pl_module: L.LightningModule, step: int
     ) -> dict[str, float]:
         stats = neuron_stats(
-            mlp_of(pl_module), self._probe, self.dead_tol, self.saturation_fraction, self._peaks
+            mlp_of(pl_module), self._probe, self.dead_tol, self.saturation_fraction, self._profiles
         )
         values = to_host(stats)
         writer = tensorboard(trainer)
@@ -140,11 +236,7 @@ class NeuronMonitor(StepInstrument):
             write_scalars(writer, values, step)
         return values
 
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self._probe is not None:
-            self.final_metrics = self.measure(trainer, pl_module, trainer.global_step)
-
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Hold no tensors between runs.
         self._probe = None
-        self._peaks = None
+        self._profiles = None

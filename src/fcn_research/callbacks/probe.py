@@ -50,7 +50,11 @@ def mlp_of(pl_module: L.LightningModule) -> MLP:
 
 
 def tensorboard(trainer: L.Trainer) -> Any | None:
-    """The run's TensorBoard SummaryWriter, or None when no TensorBoard logger is configured."""
+    """The run's TensorBoard SummaryWriter on rank 0; None on other ranks (Lightning's logger
+    writes only on rank 0: elsewhere its ``experiment`` is a dummy) or without a TensorBoard
+    logger."""
+    if trainer.global_rank != 0:
+        return None
     for logger in trainer.loggers:
         if isinstance(logger, TensorBoardLogger):
             return logger.experiment

@@ -39,11 +39,14 @@ class LogSchedule:
 
 
 class StepInstrument(Callback):
-    """Base of the instruments that measure the network at step 0 and on the schedule.
+    """Base of the instruments that measure the network at step 0, on the schedule and at
+    the end of training, on rank 0 (where the logger lives).
 
-    They measure in ``on_before_optimizer_step``, where the batch's gradient is there and
-    the weights are still those it was computed with. Subclasses implement ``measure``;
-    the step-0 values become ``init_metrics`` (result.json's ``init``).
+    They measure in ``on_before_optimizer_step``, where ``trainer.global_step`` updates have
+    been applied and the next has not, so step 0 is the network at initialization.
+    Subclasses implement ``measure``; the step-0 values become ``init_metrics`` (result.json's
+    ``init``, kept in the checkpoint so a resumed run still has them), the end-of-training
+    values ``final_metrics``.
     """
 
     def __init__(self, min_interval: int = 1, max_interval: int = 1000) -> None:
@@ -61,10 +64,20 @@ class StepInstrument(Callback):
         self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: Any
     ) -> None:
         step = trainer.global_step
-        if self.schedule(step):
+        if trainer.global_rank == 0 and self.schedule(step):
             values = self.measure(trainer, pl_module, step)
             if step == 0:
                 self.init_metrics = values
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.global_rank == 0:
+            self.final_metrics = self.measure(trainer, pl_module, trainer.global_step)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"init_metrics": dict(self.init_metrics)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.init_metrics = dict(state_dict.get("init_metrics", {}))
 
 
 class EpochImages(Callback):

@@ -98,9 +98,11 @@ def test_xor_needs_a_hidden_layer_and_an_activation(make_cfg, depth, activation,
 def test_vanishing_gradients_first_layer_far_below_last(
     make_cfg, activation, target_layer, value, bound
 ):
+    # At the experiment's data size: the probe set's 512 samples, where the gradient of the
+    # first layer is a mean over many saturated samples (with 160 it is ~1e-3 for sigmoid).
     cfg = make_cfg(
         "experiment=vanishing_gradients",
-        *SMALL,
+        "max_epochs=1",
         f"activation={activation}",
         f"initializer.target_layer={target_layer}",
         f"initializer.value={value}",

@@ -89,9 +89,19 @@ class FCNModule(L.LightningModule):
             "samples": 0,
         }
         self._plain_backward = False  # set at on_train_start (backward_is_plain)
+        # The Trainer's gradient clipping, which manual optimization leaves to the module
+        # (set by fcn_research.trainer_options.move_gradient_clipping; None: no clipping).
+        self.gradient_clip_val: float | None = None
+        self.gradient_clip_algorithm: str | None = None
 
     def forward(self, x: Tensor) -> Tensor:
         return self.model(x)
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        # Lightning calls this after the callbacks' on_before_optimizer_step, inside
+        # optimizer.step(): the instruments see the gradient unclipped, as Lightning documents.
+        if self.gradient_clip_val is not None:
+            self.clip_gradients(optimizer, self.gradient_clip_val, self.gradient_clip_algorithm)
 
     def loss_and_predictions(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         """The task's loss and the predictions its metric compares with ``y``."""

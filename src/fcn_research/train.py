@@ -30,6 +30,7 @@ from fcn_research.model import MLP, hidden_widths
 from fcn_research.module import FCNModule
 from fcn_research.recording import ResultRecorder
 from fcn_research.results import RESULT_FILE, read_result, write_json_atomic
+from fcn_research.trainer_options import apply_trainer_options
 
 log = logging.getLogger(__name__)
 
@@ -236,6 +237,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         callbacks = [*_instantiate_all(cfg.get("callbacks")), ResultRecorder(out)]
         loggers = _instantiate_all(cfg.get("logger"))
         trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+        apply_trainer_options(trainer, module, datamodule)  # before fit: it picks the batching
         ckpt = out / CHECKPOINT
         ckpt_path = str(ckpt) if cfg.get("resume", True) and ckpt.exists() else None
         if ckpt_path and _trained_to_the_end(ckpt, trainer.max_epochs):

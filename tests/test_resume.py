@@ -18,6 +18,7 @@ from fcn_research.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 QUIET = ["trainer.enable_progress_bar=false", "trainer.accelerator=cpu"]
+FAST = ["callbacks=none", "max_epochs=1", "data.num_samples=200"]
 # Three jobs of a few seconds each: long enough to kill the second between two checkpoints,
 # which are written after every epoch here (by default at most every 10 s).
 SWEEP = [
@@ -145,3 +146,19 @@ def test_failed_job_is_recorded_and_the_sweep_exits_1(run_cli, tmp_path):
     assert "depth must be an integer >= 1" in failed["error"]
     assert ok["status"] == "completed"  # ran after the failure
     assert "job depth=0: failed" in proc.stdout + proc.stderr
+
+
+def test_diverged_job_is_skipped_on_rerun_like_a_completed_one(make_cfg, tmp_path):
+    job = tmp_path / "job"
+    diverging = ["optimizer=sgd", "lr=1e12", "data=function", "max_epochs=3", *FAST]
+    cfg = make_cfg(*diverging, "callbacks.model_checkpoint.min_interval_s=0", output_dir=job)
+    train(cfg)
+    first = read_result(job)  # as on disk: NaN losses are null there
+    assert first["status"] == "diverged" and (job / "checkpoints" / "last.ckpt").exists()
+    mtime = (job / "result.json").stat().st_mtime_ns
+    assert train(cfg) == first
+    assert train(cfg) == first
+    assert (job / "result.json").stat().st_mtime_ns == mtime
+    retrained = train(make_cfg(*diverging, "resume=false", output_dir=job))
+    assert retrained["status"] == "diverged" and retrained["epochs"] == first["epochs"]
+    assert (job / "result.json").stat().st_mtime_ns != mtime

@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 CONF_DIR = Path(os.environ.get("FCN_RESEARCH_CONF", Path(__file__).resolve().parents[2] / "conf"))
 GROUPS = ("activation", "initializer", "data", "optimizer")
 CHECKPOINT = Path("checkpoints") / "last.ckpt"
+# Results as final as can be: a re-run (resume=true) skips them.
+FINAL_STATUSES = ("completed", "diverged")
 
 
 def unique_dir(path: str) -> str:
@@ -200,8 +202,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """Train one MLP as configured; write and return its result (schema: DESIGN.md)."""
     out = Path(cfg.output_dir)
     previous = read_result(out)
-    if cfg.get("resume", True) and previous and previous.get("status") == "completed":
-        log.info("%s already completed; skipping (resume=false to retrain)", out)
+    if cfg.get("resume", True) and previous and previous.get("status") in FINAL_STATUSES:
+        log.info("%s already %s; skipping (resume=false to retrain)", out, previous["status"])
         return previous
 
     start = time.perf_counter()

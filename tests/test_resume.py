@@ -10,10 +10,11 @@ import time
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from fcn_research.results import read_result, write_json_atomic
-from fcn_research.sweep_status import sweep_statuses
+from fcn_research.sweep_status import SweepStatus, sweep_statuses
 from fcn_research.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -146,6 +147,45 @@ def test_failed_job_is_recorded_and_the_sweep_exits_1(run_cli, tmp_path):
     assert "depth must be an integer >= 1" in failed["error"]
     assert ok["status"] == "completed"  # ran after the failure
     assert "job depth=0: failed" in proc.stdout + proc.stderr
+
+
+def test_a_bad_value_fails_its_job_and_the_sweep_goes_on_and_exits_1(run_cli, tmp_path):
+    sweep = tmp_path / "sweep"
+    # lr=0 is allowed (torch's bound): the jobs' result.json tell the values apart.
+    proc = run_cli("-m", "lr=0,abc", *FAST, *QUIET, f"hydra.sweep.dir={sweep}", check=False)
+    assert proc.returncode == 1
+    bad, ok = _only(sweep, "*lr=abc*"), _only(sweep, "*lr=0,*")
+    assert read_result(ok)["status"] == "completed"
+    failed = read_result(bad)
+    assert failed["status"] == "failed"
+    assert failed["error"] == "lr must be a finite number >= 0 (the learning rate), got 'abc'"
+    assert f"job failed: {failed['error']}; the sweep goes on" in proc.stdout
+    assert "Traceback" not in proc.stdout + proc.stderr
+
+
+def _multirun_end(sweep: Path) -> int | None:
+    """SweepStatus's verdict on ``sweep``: the exit status it asks for (None: carry on)."""
+    try:
+        SweepStatus().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)}}}))
+    except SystemExit as exit_:
+        return exit_.code
+    return None
+
+
+def test_a_job_dir_without_result_json_fails_the_sweep(tmp_path):
+    sweep = tmp_path / "sweep"
+    for name in ("depth=2", "depth=3"):
+        (sweep / name / ".hydra").mkdir(parents=True)
+    write_json_atomic(sweep / "depth=3" / "result.json", {"status": "completed"})
+    assert sweep_statuses(sweep) == {"completed": ["depth=3"], "missing": ["depth=2"]}
+    assert _multirun_end(sweep) == 1
+    (sweep / "depth=2").rename(sweep.parent / "elsewhere")
+    assert _multirun_end(sweep) is None
+
+
+def test_a_sweep_without_results_exits_1(tmp_path):
+    (tmp_path / "sweep").mkdir()
+    assert _multirun_end(tmp_path / "sweep") == 1
 
 
 def test_diverged_job_is_skipped_on_rerun_like_a_completed_one(make_cfg, tmp_path):

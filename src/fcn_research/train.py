@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shutil
 import socket
 import time
 import warnings
@@ -24,6 +25,7 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from fcn_research.config_checks import ConfigError, check_config, exit_refused, refusal
 from fcn_research.data.base import InMemoryDataModule
 from fcn_research.model import MLP, hidden_widths
 from fcn_research.module import FCNModule
@@ -199,21 +201,22 @@ def restored_env(names: tuple[str, ...] = SPAWN_ENV) -> Iterator[None]:
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
-    """Train one MLP as configured; write and return its result (schema: DESIGN.md)."""
+    """Train one MLP as configured; write and return its result (schema: DESIGN.md).
+
+    Any failure is recorded in result.json as ``failed``, then raised.
+    """
     out = Path(cfg.output_dir)
     previous = read_result(out)
-    if cfg.get("resume", True) and previous and previous.get("status") in FINAL_STATUSES:
+    # `is True`: an invalid resume value is refused below, not taken as a yes.
+    if cfg.get("resume", True) is True and previous and previous.get("status") in FINAL_STATUSES:
         log.info("%s already %s; skipping (resume=false to retrain)", out, previous["status"])
         return previous
 
     start = time.perf_counter()
-    if cfg.get("num_threads"):
-        torch.set_num_threads(int(cfg.num_threads))
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
     result: dict[str, Any] = {
         "status": "running",
         "overrides": _overrides(),
-        "hparams": flat_hparams(cfg),
+        "hparams": {},
         "metrics": {},
         # A resumed job keeps the step-0 values it measured before it was interrupted.
         "init": (previous or {}).get("init", {}),
@@ -221,9 +224,17 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "wall_s": 0.0,
         "env": job_env(),
     }
-    write_json_atomic(out / RESULT_FILE, result)
     try:
-        datamodule, module = build(cfg)
+        check_config(cfg)
+        if cfg.get("num_threads"):
+            torch.set_num_threads(int(cfg.num_threads))
+        L.seed_everything(cfg.seed, workers=True, verbose=False)
+        result["hparams"] = flat_hparams(cfg)
+        write_json_atomic(out / RESULT_FILE, result)
+        try:
+            datamodule, module = build(cfg)
+        except ValueError as err:  # data or initializer settings that only building shows bad
+            raise ConfigError(str(err)) from err
         module.run_hparams = result["hparams"]  # what HParamsSummary shows for this run
         callbacks = _instantiate_all(cfg.get("callbacks"))
         loggers = _instantiate_all(cfg.get("logger"))
@@ -250,7 +261,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         result["status"] = "diverged" if diverged else "completed"
     except Exception as err:
         result["status"] = "failed"
-        result["error"] = f"{type(err).__name__}: {err}"
+        result["error"] = refusal(err) or f"{type(err).__name__}: {err}"
         raise
     finally:
         result["wall_s"] = round(time.perf_counter() - start, 3)
@@ -259,17 +270,40 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     return result
 
 
+def _remove_refused_run(run_dir: Path) -> None:
+    """Remove a single run's dir that holds only what Hydra and a refused start wrote there."""
+    left = {p.name for p in run_dir.iterdir()} if run_dir.is_dir() else set()
+    if left <= {".hydra", "train.log", RESULT_FILE}:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    """``python train.py [overrides]``: one run, or a sweep with ``-m``."""
+    """``python train.py [overrides]``: one run, or a sweep with ``-m``.
+
+    A refused config is one line, not a traceback (``HYDRA_FULL_ERROR=1``
+    shows it); a single run's refused config leaves no run dir behind.
+    """
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    fresh = not (Path(cfg.output_dir) / RESULT_FILE).exists()
     try:
         result = train(cfg)
-    except Exception:
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
+    except Exception as err:
+        message = refusal(err)
+        if multirun:
             # One failed job must not end the sweep; result.json says `failed` and why.
-            log.exception("job failed; the sweep goes on")
+            if message is None:
+                log.exception("job failed; the sweep goes on")
+            else:
+                log.error("job failed: %s; the sweep goes on", message)
             return None
-        raise
+        if message is None:
+            raise
+        if fresh:  # an earlier run's dir is kept
+            _remove_refused_run(Path(cfg.output_dir))
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        exit_refused(message)
     metrics = result.get("metrics", {})
     value = metrics.get("val/acc", metrics.get("val/mse"))
     return float(value) if value is not None else None

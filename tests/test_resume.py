@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import pytest
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from fcn_research.job_lock import JobDirBusy
 from fcn_research.results import read_result, write_json_atomic
 from fcn_research.sweep_status import SweepStatus, sweep_statuses
 from fcn_research.train import train
@@ -202,3 +204,38 @@ def test_diverged_job_is_skipped_on_rerun_like_a_completed_one(make_cfg, tmp_pat
     retrained = train(make_cfg(*diverging, "resume=false", output_dir=job))
     assert retrained["status"] == "diverged" and retrained["epochs"] == first["epochs"]
     assert (job / "result.json").stat().st_mtime_ns != mtime
+
+
+# Holds the job dir's lock until killed, as a job training there would.
+HOLDER = """
+import sys, time
+from fcn_research.job_lock import job_dir_lock
+with job_dir_lock(sys.argv[1]):
+    print("locked", flush=True)
+    time.sleep(300)
+"""
+
+
+def test_second_process_in_a_job_dir_is_refused_until_the_holder_dies(make_cfg, run_cli, tmp_path):
+    job = tmp_path / "job"
+    write_json_atomic(job / "result.json", {"status": "running", "epochs": 1})
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(job)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        before = (job / "result.json").read_bytes(), (job / "result.json").stat().st_mtime_ns
+        busy = rf"job dir {re.escape(str(job))} is in use by pid {holder.pid} on host \S+ "
+        cfg = make_cfg(*FAST, output_dir=job)
+        with pytest.raises(JobDirBusy, match=busy):
+            train(cfg)
+        proc = run_cli(*FAST, *QUIET, f"hydra.run.dir={job}", check=False)
+        assert proc.returncode == 1
+        assert re.fullmatch(f"error: {busy}.*", proc.stderr.strip())
+        after = (job / "result.json").read_bytes(), (job / "result.json").stat().st_mtime_ns
+        assert after == before, "the refused process touched the holder's result.json"
+        assert not list(job.glob("events.out.tfevents.*"))
+    finally:
+        holder.kill()  # SIGKILL: no chance to clean up; the kernel drops the lock
+        holder.wait()
+    assert train(cfg)["status"] == "completed"

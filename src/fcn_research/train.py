@@ -27,6 +27,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from fcn_research.config_checks import ConfigError, check_config, exit_refused, refusal
 from fcn_research.data.base import InMemoryDataModule
+from fcn_research.job_lock import LOCK_FILE, JobDirBusy, job_dir_lock
 from fcn_research.model import MLP, hidden_widths
 from fcn_research.module import FCNModule
 from fcn_research.results import RESULT_FILE, read_result, write_json_atomic
@@ -203,8 +204,14 @@ def restored_env(names: tuple[str, ...] = SPAWN_ENV) -> Iterator[None]:
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train one MLP as configured; write and return its result (schema: DESIGN.md).
 
-    Any failure is recorded in result.json as ``failed``, then raised.
+    Raises ``JobDirBusy`` when another process trains in the same job dir (its files are
+    left alone); any other failure is recorded in result.json as ``failed``, then raised.
     """
+    with job_dir_lock(cfg.output_dir):
+        return _train(cfg)
+
+
+def _train(cfg: DictConfig) -> dict[str, Any]:
     out = Path(cfg.output_dir)
     previous = read_result(out)
     # `is True`: an invalid resume value is refused below, not taken as a yes.
@@ -273,7 +280,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 def _remove_refused_run(run_dir: Path) -> None:
     """Remove a single run's dir that holds only what Hydra and a refused start wrote there."""
     left = {p.name for p in run_dir.iterdir()} if run_dir.is_dir() else set()
-    if left <= {".hydra", "train.log", RESULT_FILE}:
+    if left <= {".hydra", "train.log", RESULT_FILE, LOCK_FILE}:
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
@@ -281,7 +288,7 @@ def _remove_refused_run(run_dir: Path) -> None:
 def main(cfg: DictConfig) -> float | None:
     """``python train.py [overrides]``: one run, or a sweep with ``-m``.
 
-    A refused config is one line, not a traceback (``HYDRA_FULL_ERROR=1``
+    A refused config (or a job dir in use) is one line, not a traceback (``HYDRA_FULL_ERROR=1``
     shows it); a single run's refused config leaves no run dir behind.
     """
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
@@ -289,7 +296,7 @@ def main(cfg: DictConfig) -> float | None:
     try:
         result = train(cfg)
     except Exception as err:
-        message = refusal(err)
+        message = str(err) if isinstance(err, JobDirBusy) else refusal(err)
         if multirun:
             # One failed job must not end the sweep; result.json says `failed` and why.
             if message is None:
@@ -299,7 +306,7 @@ def main(cfg: DictConfig) -> float | None:
             return None
         if message is None:
             raise
-        if fresh:  # an earlier run's dir is kept
+        if fresh and not isinstance(err, JobDirBusy):  # an earlier run's or the holder's: kept
             _remove_refused_run(Path(cfg.output_dir))
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise

@@ -13,6 +13,7 @@ from fcn_research.train import train
 
 FAST = ["callbacks=none", "max_epochs=1", "data.num_samples=200"]
 LR = r"must be a finite number >= 0 \(the learning rate\)"
+STEPS = r"steps_per_batch \(mini-batches per Lightning batch\) must be"
 MAX_EPOCHS = r"must be an integer >= -1 \(-1: no limit, as in Lightning\)"
 BAD = {
     "depth=abc": r"depth must be an integer >= 1 \(1 = perceptron\), got 'abc'",
@@ -28,7 +29,8 @@ BAD = {
     "max_epochs=abc": rf"max_epochs {MAX_EPOCHS}, got 'abc'",
     "trainer.max_epochs=-2": rf"trainer.max_epochs {MAX_EPOCHS} or null .*, got -2",
     "num_threads=0": r"num_threads must be an integer >= 1 or null \(torch's default\), got 0",
-    "steps_per_batch=0": r"steps_per_batch must be an integer >= 1, got 0",
+    "steps_per_batch=0": rf"{STEPS} >= 1, got 0",
+    "steps_per_batch=1.5": rf"{STEPS} an integer, got 1.5",
     "resume=maybe": r"resume must be true or false, got 'maybe'",
     "optimizer=sgd optimizer.momentum=-1": (
         r"optimizer \(torch\.optim\.SGD\): Invalid momentum value: -1; see torch\.optim\.SGD's "

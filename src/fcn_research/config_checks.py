@@ -83,7 +83,9 @@ def check_knobs(cfg: DictConfig) -> None:
     ok = threads is None or (_is_int(threads) and threads >= 1)
     _require(ok, "num_threads", "an integer >= 1 or null (torch's default)", threads)
     steps = cfg.get("steps_per_batch", 1)
-    _require(_is_int(steps) and steps >= 1, "steps_per_batch", "an integer >= 1", steps)
+    key = "steps_per_batch (mini-batches per Lightning batch)"  # build()'s own wording
+    _require(_is_int(steps), key, "an integer", steps)
+    _require(steps >= 1, key, ">= 1", steps)
     resume = cfg.get("resume", True)
     _require(isinstance(resume, bool), "resume", "true or false", resume)
     # The values the code uses: a user may override these directly (optimizer.lr=0.1).

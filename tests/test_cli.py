@@ -103,14 +103,41 @@ def test_concurrent_sweeps_get_different_dirs(tmp_path):
             assert result is not None and result["status"] == "completed"
 
 
-def test_bad_depth_fails_with_message(run_cli, tmp_path):
-    proc = run_cli("depth=0", *QUIET, check=False)
-    assert proc.returncode != 0
-    assert "depth must be an integer >= 1 (1 = perceptron), got 0" in proc.stderr
-    run = only(list((tmp_path / "outputs" / "runs").iterdir()))
-    result = read_result(run)
-    assert result is None or result["status"] == "failed"
-    assert not list(run.glob("events.out.tfevents.*")), "training must not have started"
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("depth=0", "depth must be an integer >= 1 (1 = perceptron), got 0"),
+        (
+            "data.noise=-1",
+            "data: noise must be >= 0, got -1 (fcn_research.data.synthetic.Playground2D)",
+        ),
+    ],
+)
+def test_bad_value_is_one_line_and_leaves_no_run_dir(run_cli, tmp_path, override, message):
+    proc = run_cli(override, *QUIET, check=False)
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == f"error: {message}"
+    runs = tmp_path / "outputs" / "runs"
+    assert not runs.exists() or not list(runs.iterdir()), "a refused run leaves no run dir"
+
+
+def test_hydra_full_error_still_shows_the_traceback(run_cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
+    proc = run_cli("lr=-1", *QUIET, check=False)
+    assert proc.returncode == 1
+    assert "Traceback (most recent call last)" in proc.stderr
+    assert "ConfigError: lr must be a finite number >= 0 (the learning rate), got -1" in proc.stderr
+    runs = tmp_path / "outputs" / "runs"
+    assert not runs.exists() or not list(runs.iterdir())
+
+
+def test_sweep_of_an_excluded_key_is_refused_before_any_job(run_cli, tmp_path):
+    # num_threads is left out of job dir names: both jobs would be `depth=2`.
+    proc = run_cli("-m", "depth=2", "num_threads=1,2", *QUIET, check=False)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().startswith("error: num_threads=1,2 sweeps num_threads, which ")
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "outputs").exists(), "no sweep dir, no job dir"
 
 
 def test_unknown_activation_lists_choices(run_cli, tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import shutil
 import statistics
 import subprocess
@@ -63,7 +64,8 @@ def read_csv(sweep: Path) -> dict[str, dict[str, str]]:
 
 def md_cell(values: list[float]) -> str:
     mean = fmt(statistics.fmean(values))
-    return f"{mean} ± {fmt(statistics.stdev(values))}" if len(values) > 1 else mean
+    spread = f" ± {fmt(statistics.stdev(values))}" if len(values) > 1 else ""
+    return f"{mean}{spread} (n={len(values)})"
 
 
 def write_fake_sweep(path: Path, task: list[str], jobs: list[dict]) -> Path:
@@ -136,7 +138,7 @@ def test_missing_diverged_and_not_started_jobs_are_shown(sweep: Path) -> None:
     assert [r["status"] for r in rows.values()].count("completed") == 5
 
     md = (sweep / "report" / "summary.md").read_text()
-    assert "(1 not started)" in md
+    assert "(n=1, 1 not started)" in md
     assert f"| {jobs[1].name} | diverged |" in md
     # jobs[0] and jobs[1] are relu, depth=2, seeds 0 and 1: nothing completed is left to average.
     assert "| relu | 1 diverged, 1 missing |" in md
@@ -189,8 +191,8 @@ def test_more_than_two_axes_facet_and_instrument_figures(tmp_path: Path) -> None
     assert md.count("### initializer=default") == 3
     assert md.count("### initializer=zeros") == 3
     assert f"| relu | {md_cell([0.5, 0.6])} |" in md
-    assert "| 0.250 ± 0.000 |" in md
-    assert "| 1.00e+04 ± 0.000 |" in md
+    assert "| 0.250 ± 0.000 (n=2) |" in md
+    assert "| 1.00e+04 ± 0.000 (n=2) |" in md
     names = {p.name for p in report.files}
     assert {
         "heatmap_val_acc.png",
@@ -217,6 +219,33 @@ def test_single_axis_sweep(tmp_path: Path) -> None:
 
     md = (sweep / "report" / "summary.md").read_text()
     assert "| depth | val/mse |" in md
-    assert "| 1 | 0.100 |" in md
+    assert "| 1 | 0.100 (n=1) |" in md
     assert "| 2 | 1 failed |" in md
     assert (sweep / "report" / "heatmap_val_mse.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_nan_metric_of_a_completed_job_is_counted_and_n_shown(tmp_path: Path) -> None:
+    values = {
+        (2, 0): 0.5,
+        (2, 1): 0.7,
+        (2, 2): math.nan,
+        (3, 0): 0.9,
+        (3, 1): 0.8,
+        (3, 2): math.inf,
+    }
+    jobs = [
+        {
+            "overrides": [f"depth={depth}", f"seed={seed}"],
+            "hparams": {"depth": depth, "seed": seed},
+            "metrics": {"val/acc": value},
+        }
+        for (depth, seed), value in values.items()
+    ]
+    sweep = write_fake_sweep(tmp_path / "sweep", ["depth=2,3", "seed=0,1,2"], jobs)
+    assert read_result(sweep / "depth=2,seed=2")["metrics"]["val/acc"] is None  # as on disk
+
+    write_report(sweep)
+
+    md = (sweep / "report" / "summary.md").read_text()
+    assert "| 2 | 0.600 ± 0.141 (n=2, 1 NaN/inf) |" in md
+    assert "| 3 | 0.850 ± 0.071 (n=2, 1 NaN/inf) |" in md

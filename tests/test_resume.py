@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -10,14 +11,17 @@ import time
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from fcn_research.job_lock import JobDirBusy
 from fcn_research.results import read_result, write_json_atomic
-from fcn_research.sweep_status import sweep_statuses
+from fcn_research.sweep_status import SweepStatus, sweep_statuses
 from fcn_research.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 QUIET = ["trainer.enable_progress_bar=false", "trainer.accelerator=cpu"]
+FAST = ["callbacks=none", "max_epochs=1", "data.num_samples=200"]
 # Three jobs of a few seconds each: long enough to kill the second between two checkpoints,
 # which are written after every epoch here (by default at most every 10 s).
 SWEEP = [
@@ -150,3 +154,93 @@ def test_failed_job_is_recorded_and_the_sweep_exits_1(run_cli, tmp_path):
     assert "depth must be an integer >= 1" in failed["error"]
     assert ok["status"] == "completed"  # ran after the failure
     assert "job depth=0: failed" in proc.stdout + proc.stderr
+
+
+def test_a_bad_value_fails_its_job_and_the_sweep_goes_on_and_exits_1(run_cli, tmp_path):
+    sweep = tmp_path / "sweep"
+    # lr=0 is allowed (torch's bound): the jobs' result.json tell the values apart.
+    proc = run_cli("-m", "lr=0,abc", *FAST, *QUIET, f"hydra.sweep.dir={sweep}", check=False)
+    assert proc.returncode == 1
+    bad, ok = _only(sweep, "*lr=abc*"), _only(sweep, "*lr=0,*")
+    assert read_result(ok)["status"] == "completed"
+    failed = read_result(bad)
+    assert failed["status"] == "failed"
+    assert failed["error"] == "lr must be a finite number >= 0 (the learning rate), got 'abc'"
+    assert f"job failed: {failed['error']}; the sweep goes on" in proc.stdout
+    assert "Traceback" not in proc.stdout + proc.stderr
+
+
+def _multirun_end(sweep: Path) -> int | None:
+    """SweepStatus's verdict on ``sweep``: the exit status it asks for (None: carry on)."""
+    try:
+        SweepStatus().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)}}}))
+    except SystemExit as exit_:
+        return exit_.code
+    return None
+
+
+def test_a_job_dir_without_result_json_fails_the_sweep(tmp_path):
+    sweep = tmp_path / "sweep"
+    for name in ("depth=2", "depth=3"):
+        (sweep / name / ".hydra").mkdir(parents=True)
+    write_json_atomic(sweep / "depth=3" / "result.json", {"status": "completed"})
+    assert sweep_statuses(sweep) == {"completed": ["depth=3"], "missing": ["depth=2"]}
+    assert _multirun_end(sweep) == 1
+    (sweep / "depth=2").rename(sweep.parent / "elsewhere")
+    assert _multirun_end(sweep) is None
+
+
+def test_a_sweep_without_results_exits_1(tmp_path):
+    (tmp_path / "sweep").mkdir()
+    assert _multirun_end(tmp_path / "sweep") == 1
+
+
+def test_diverged_job_is_skipped_on_rerun_like_a_completed_one(make_cfg, tmp_path):
+    job = tmp_path / "job"
+    diverging = ["optimizer=sgd", "lr=1e12", "data=function", "max_epochs=3", *FAST]
+    cfg = make_cfg(*diverging, "callbacks.model_checkpoint.min_interval_s=0", output_dir=job)
+    train(cfg)
+    first = read_result(job)  # as on disk: NaN losses are null there
+    assert first["status"] == "diverged" and (job / "checkpoints" / "last.ckpt").exists()
+    mtime = (job / "result.json").stat().st_mtime_ns
+    assert train(cfg) == first
+    assert train(cfg) == first
+    assert (job / "result.json").stat().st_mtime_ns == mtime
+    retrained = train(make_cfg(*diverging, "resume=false", output_dir=job))
+    assert retrained["status"] == "diverged" and retrained["epochs"] == first["epochs"]
+    assert (job / "result.json").stat().st_mtime_ns != mtime
+
+
+# Holds the job dir's lock until killed, as a job training there would.
+HOLDER = """
+import sys, time
+from fcn_research.job_lock import job_dir_lock
+with job_dir_lock(sys.argv[1]):
+    print("locked", flush=True)
+    time.sleep(300)
+"""
+
+
+def test_second_process_in_a_job_dir_is_refused_until_the_holder_dies(make_cfg, run_cli, tmp_path):
+    job = tmp_path / "job"
+    write_json_atomic(job / "result.json", {"status": "running", "epochs": 1})
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(job)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        before = (job / "result.json").read_bytes(), (job / "result.json").stat().st_mtime_ns
+        busy = rf"job dir {re.escape(str(job))} is in use by pid {holder.pid} on host \S+ "
+        cfg = make_cfg(*FAST, output_dir=job)
+        with pytest.raises(JobDirBusy, match=busy):
+            train(cfg)
+        proc = run_cli(*FAST, *QUIET, f"hydra.run.dir={job}", check=False)
+        assert proc.returncode == 1
+        assert re.fullmatch(f"error: {busy}.*", proc.stderr.strip())
+        after = (job / "result.json").read_bytes(), (job / "result.json").stat().st_mtime_ns
+        assert after == before, "the refused process touched the holder's result.json"
+        assert not list(job.glob("events.out.tfevents.*"))
+    finally:
+        holder.kill()  # SIGKILL: no chance to clean up; the kernel drops the lock
+        holder.wait()
+    assert train(cfg)["status"] == "completed"

@@ -6,8 +6,9 @@ How a sweep is summarised (also written at the top of ``summary.md``):
   from any override whose value differs between jobs. ``seed`` is the replicate axis: it is
   averaged over, never plotted.
 - A *configuration* is one value of every other axis. Its cell shows mean ± sample std (n-1)
-  over the seeds whose job **completed**; diverged, failed, running and missing jobs are not
-  averaged but counted in the cell, so nothing is silently dropped.
+  over the seeds whose job **completed**, and n; diverged, failed, running and missing jobs,
+  and completed ones whose value is NaN or inf (null in result.json), are not averaged but
+  counted in the cell, so nothing is silently dropped.
 - Pivots and heatmaps span the two axes with the most values (ties: sweep order; rows first
   in sweep order). Every further axis is a facet: one table and one heatmap panel per value
   combination. A single-axis sweep gives a one-column pivot.
@@ -53,6 +54,7 @@ INSTRUMENT_METRICS = ("neurons/dead_fraction", "grad_norm/ratio_first_last")
 MISSING = "missing"  # a job dir without result.json
 NOT_STARTED = "not started"  # in multirun.yaml, but no job dir
 DASH = "–"
+NON_FINITE = "NaN/inf"  # a completed job whose metric is NaN or inf (null in result.json)
 GRAD_NORM_LAYER = re.compile(r"^grad_norm/layer_(\d+)$")
 DEAD_LAYER = re.compile(r"^neurons/dead_fraction/layer_(\d+)$")
 
@@ -247,7 +249,7 @@ def fmt(value: float | None) -> str:
 
 @dataclass
 class Cell:
-    """The jobs of one configuration for one metric: completed values, other statuses counted."""
+    """The jobs of one configuration for one metric: completed values, the others counted."""
 
     values: list[float] = field(default_factory=list)
     others: Counter[str] = field(default_factory=Counter)
@@ -263,18 +265,16 @@ class Cell:
         return statistics.stdev(self.values) if len(self.values) > 1 else None
 
     def text(self) -> str:
-        """``0.812 ± 0.010 (1 diverged)``; ``–`` when there is nothing to show."""
-        parts = []
-        if self.values:
-            parts.append(fmt(self.mean) + (f" ± {fmt(self.std)}" if self.std is not None else ""))
-        notes = ", ".join(f"{n} {status}" for status, n in sorted(self.others.items()))
-        if notes:
-            parts.append(f"({notes})" if parts else notes)
-        return " ".join(parts) or DASH
+        """``0.812 ± 0.010 (n=2, 1 diverged)``; ``–`` when there is nothing to show."""
+        notes = [f"{n} {status}" for status, n in sorted(self.others.items())]
+        if not self.values:
+            return ", ".join(notes) or DASH
+        mean = fmt(self.mean) + (f" ± {fmt(self.std)}" if self.std is not None else "")
+        return f"{mean} ({', '.join([f'n={len(self.values)}', *notes])})"
 
 
 def cells(sweep: Sweep, metric: str) -> dict[tuple[str, ...], Cell]:
-    """Per configuration: completed jobs' final ``metric``; other statuses counted."""
+    """Per configuration: completed jobs' final ``metric``; other statuses and NaN/inf counted."""
     out = {config: Cell() for config in sweep.configs()}
     for job in sweep.jobs:
         cell = out.setdefault(sweep.config_of(job), Cell())
@@ -283,6 +283,8 @@ def cells(sweep: Sweep, metric: str) -> dict[tuple[str, ...], Cell]:
             cell.others[job.status] += 1
         elif value is not None:
             cell.values.append(value)
+        elif metric in (job.result.get("metrics") or {}):
+            cell.others[NON_FINITE] += 1
     return out
 
 
@@ -551,7 +553,8 @@ def markdown(report: Report) -> str:
         + f". Axes: {axes}. Every job is a row of [summary.csv](summary.csv).",
         "",
         f"Cells: final value, mean ± sample std (n-1) over `{REPLICATE_AXIS}` of the completed "
-        "jobs; jobs diverged, failed, running, missing (no result.json) or not started are "
+        "jobs, and n (how many); jobs diverged, failed, running, missing (no result.json) or "
+        f"not started, and completed jobs whose value is NaN or inf ({NON_FINITE}), are "
         "counted in brackets, not averaged.",
     ]
     if main:

@@ -2,8 +2,9 @@
 
 Jobs never stop a sweep: one that raises is recorded as ``failed`` in its ``result.json``
 and the launcher goes on. Once every job has returned, this callback counts the statuses of
-all ``result.json`` files under the sweep directory and exits with status 1 if any job
-``failed`` or is still ``running`` (killed, or its worker died). ``diverged`` is a result,
+the sweep's job dirs (those holding a ``result.json`` or Hydra's ``.hydra/``) and exits with
+status 1 if any job ``failed``, is still ``running`` (killed, or its worker died) or is
+``missing`` its ``result.json``, or if no job left one at all. ``diverged`` is a result,
 not an error: a sweep whose jobs all completed or diverged exits 0.
 """
 
@@ -22,18 +23,22 @@ from fcn_research.results import RESULT_FILE, read_result
 
 log = logging.getLogger(__name__)
 
-BAD_STATUSES = ("failed", "running")
+MISSING = "missing"  # a job dir that Hydra created but that has no result.json
+BAD_STATUSES = ("failed", "running", MISSING)
 
 
 def sweep_statuses(sweep_dir: str | Path) -> dict[str, list[str]]:
     """Job dirs under ``sweep_dir`` grouped by the status in their ``result.json``."""
     root = Path(sweep_dir)
+    jobs = {p.parent for p in root.rglob(RESULT_FILE)}
+    jobs |= {p.parent for p in root.rglob(".hydra") if p.is_dir() and p.parent != root}
     groups: dict[str, list[str]] = {}
-    for path in sorted(root.rglob(RESULT_FILE)):
-        result = read_result(path.parent) or {}
-        groups.setdefault(str(result.get("status", "unreadable")), []).append(
-            str(path.parent.relative_to(root))
-        )
+    for job in sorted(jobs):
+        if (job / RESULT_FILE).exists():
+            status = str((read_result(job) or {}).get("status", "unreadable"))
+        else:
+            status = MISSING
+        groups.setdefault(status, []).append(str(job.relative_to(root)))
     return groups
 
 
@@ -52,5 +57,7 @@ class SweepStatus(Callback):
         bad += [("unreadable", job) for job in groups.get("unreadable", [])]
         for status, job in bad:
             log.error("job %s: %s (see its result.json and train.log)", job, status)
-        if bad and self.exit_on_failure:
+        if not groups:
+            log.error("sweep %s: no job left a result.json", sweep_dir)
+        if (bad or not groups) and self.exit_on_failure:
             sys.exit(1)

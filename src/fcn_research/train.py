@@ -9,6 +9,7 @@ import logging
 import math
 import os
 import re
+import shutil
 import socket
 import time
 import warnings
@@ -25,7 +26,9 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from fcn_research.config_checks import ConfigError, check_config, exit_refused, refusal
 from fcn_research.data.base import InMemoryDataModule
+from fcn_research.job_lock import LOCK_FILE, JobDirBusy, job_dir_lock
 from fcn_research.model import MLP, hidden_widths
 from fcn_research.module import FCNModule
 from fcn_research.recording import ResultRecorder
@@ -37,6 +40,8 @@ log = logging.getLogger(__name__)
 CONF_DIR = Path(os.environ.get("FCN_RESEARCH_CONF", Path(__file__).resolve().parents[2] / "conf"))
 GROUPS = ("activation", "initializer", "data", "optimizer")
 CHECKPOINT = Path("checkpoints") / "last.ckpt"
+# Results as final as can be: a re-run (resume=true) skips them.
+FINAL_STATUSES = ("completed", "diverged")
 
 
 def unique_dir(path: str) -> str:
@@ -207,21 +212,28 @@ def _take_recorded(result: dict[str, Any], out: Path) -> None:
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
-    """Train one MLP as configured; write and return its result (schema: DESIGN.md)."""
+    """Train one MLP as configured; write and return its result (schema: DESIGN.md).
+
+    Raises ``JobDirBusy`` when another process trains in the same job dir (its files are
+    left alone); any other failure is recorded in result.json as ``failed``, then raised.
+    """
+    with job_dir_lock(cfg.output_dir):
+        return _train(cfg)
+
+
+def _train(cfg: DictConfig) -> dict[str, Any]:
     out = Path(cfg.output_dir)
     previous = read_result(out)
-    if cfg.get("resume", True) and previous and previous.get("status") == "completed":
-        log.info("%s already completed; skipping (resume=false to retrain)", out)
+    # `is True`: an invalid resume value is refused below, not taken as a yes.
+    if cfg.get("resume", True) is True and previous and previous.get("status") in FINAL_STATUSES:
+        log.info("%s already %s; skipping (resume=false to retrain)", out, previous["status"])
         return previous
 
     start = time.perf_counter()
-    if cfg.get("num_threads"):
-        torch.set_num_threads(int(cfg.num_threads))
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
     result: dict[str, Any] = {
         "status": "running",
         "overrides": _overrides(),
-        "hparams": flat_hparams(cfg),
+        "hparams": {},
         "metrics": {},
         # A resumed job keeps the step-0 values it measured before it was interrupted.
         "init": (previous or {}).get("init", {}),
@@ -229,9 +241,19 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "wall_s": 0.0,
         "env": job_env(),
     }
-    write_json_atomic(out / RESULT_FILE, result)
+    started = False
     try:
-        datamodule, module = build(cfg)
+        check_config(cfg)
+        if cfg.get("num_threads"):
+            torch.set_num_threads(int(cfg.num_threads))
+        L.seed_everything(cfg.seed, workers=True, verbose=False)
+        result["hparams"] = flat_hparams(cfg)
+        write_json_atomic(out / RESULT_FILE, result)
+        started = True  # from here on, result.json is this run's
+        try:
+            datamodule, module = build(cfg)
+        except ValueError as err:  # data or initializer settings that only building shows bad
+            raise ConfigError(str(err)) from err
         module.run_hparams = result["hparams"]  # what HParamsSummary shows for this run
         # The recorder last: it writes what the instruments before it measured.
         callbacks = [*_instantiate_all(cfg.get("callbacks")), ResultRecorder(out)]
@@ -254,9 +276,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         diverged = module.diverged or result["metrics"].get("train/diverged", 0.0) > 0
         result["status"] = "diverged" if diverged else "completed"
     except Exception as err:
-        _take_recorded(result, out)  # what was measured before the failure (init) stays
+        if started:
+            _take_recorded(result, out)  # what was measured before the failure (init) stays
         result["status"] = "failed"
-        result["error"] = f"{type(err).__name__}: {err}"
+        result["error"] = refusal(err) or f"{type(err).__name__}: {err}"
         raise
     finally:
         result["wall_s"] = round(time.perf_counter() - start, 3)
@@ -265,17 +288,40 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     return result
 
 
+def _remove_refused_run(run_dir: Path) -> None:
+    """Remove a single run's dir that holds only what Hydra and a refused start wrote there."""
+    left = {p.name for p in run_dir.iterdir()} if run_dir.is_dir() else set()
+    if left <= {".hydra", "train.log", RESULT_FILE, LOCK_FILE}:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    """``python train.py [overrides]``: one run, or a sweep with ``-m``."""
+    """``python train.py [overrides]``: one run, or a sweep with ``-m``.
+
+    A refused config (or a job dir in use) is one line, not a traceback (``HYDRA_FULL_ERROR=1``
+    shows it); a single run's refused config leaves no run dir behind.
+    """
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    fresh = not (Path(cfg.output_dir) / RESULT_FILE).exists()
     try:
         result = train(cfg)
-    except Exception:
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
+    except Exception as err:
+        message = str(err) if isinstance(err, JobDirBusy) else refusal(err)
+        if multirun:
             # One failed job must not end the sweep; result.json says `failed` and why.
-            log.exception("job failed; the sweep goes on")
+            if message is None:
+                log.exception("job failed; the sweep goes on")
+            else:
+                log.error("job failed: %s; the sweep goes on", message)
             return None
-        raise
+        if message is None:
+            raise
+        if fresh and not isinstance(err, JobDirBusy):  # an earlier run's or the holder's: kept
+            _remove_refused_run(Path(cfg.output_dir))
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        exit_refused(message)
     metrics = result.get("metrics", {})
     value = metrics.get("val/acc", metrics.get("val/mse"))
     return float(value) if value is not None else None

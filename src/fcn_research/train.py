@@ -125,6 +125,8 @@ def build(cfg: DictConfig) -> tuple[InMemoryDataModule, FCNModule]:
     width = OmegaConf.to_object(cfg.width) if isinstance(cfg.width, ListConfig) else cfg.width
     hidden_widths(width, cfg.depth)  # a bad depth or width fails before any data is read
     datamodule: InMemoryDataModule = instantiate(cfg.data)
+    # The run's seed orders the mini-batches; data.seed alone fixes the dataset and its split.
+    datamodule.shuffle_seed = int(cfg.seed)
     datamodule.setup("fit")
     net = MLP(
         datamodule.num_features,

@@ -93,7 +93,7 @@ def test_official_split_and_standardisation(tmp_path: Path) -> None:
 
 def test_faint_rare_ink_stays_faint(tmp_path: Path) -> None:
     # A 10x10 "digit" of random ink, and one corner pixel inked faintly (0.2) in one image:
-    # by its own std that pixel would become the largest input (7, sqrt(n) for any ink);
+    # by its own std that pixel would become the largest input (7.6, ~sqrt(n) for any ink);
     # with one scale for all pixels it stays below the digit's ink, as in the raw images.
     rng = np.random.default_rng(0)
     images = np.zeros((N_TRAIN, 28, 28), dtype=np.uint8)

@@ -8,6 +8,7 @@ import torch
 from fcn_research.data import Digits, Function1D, Playground2D, TensorBatches, XorTable
 from fcn_research.data.functions import TARGETS
 from fcn_research.data.synthetic import SHAPES
+from fcn_research.train import build
 
 
 def built(dm):
@@ -30,10 +31,43 @@ def test_2d_shapes_reproducible_from_seed(shape):
 @pytest.mark.parametrize("shape", SHAPES)
 def test_train_split_standardised(shape):
     dm = built(Playground2D(shape, num_samples=400, seed=0))
+    raw = Playground2D(shape, num_samples=400, seed=0)
+    raw.standardize = False  # the same split, unscaled (the 2-D sets take no such argument)
+    built(raw)
     assert torch.allclose(dm.x_train.mean(0), torch.zeros(2), atol=1e-5)
-    assert torch.allclose(dm.x_train.std(0), torch.ones(2), atol=1e-5)
+    assert dm.x_train.pow(2).mean().item() == pytest.approx(1.0, rel=1e-5)
+    # One scale for both features: the point cloud keeps its shape.
+    ratio = raw.x_train.std(0) / dm.x_train.std(0)
+    assert ratio[0].item() == pytest.approx(ratio[1].item(), rel=1e-5)
     # Validation uses the training statistics: close to, not exactly, standard.
     assert dm.x_val.mean(0).abs().max() < 0.5
+
+
+def test_no_pixel_explodes_under_standardisation():
+    # Some of digits' pixels are inked in a handful of images: divided by their own tiny std
+    # they reached 37 (train) and 54 (validation). One common scale keeps ink ink-sized.
+    dm = built(Digits())
+    raw = built(Digits(standardize=False))
+    assert dm.x_train.pow(2).mean().item() == pytest.approx(1.0, rel=1e-5)
+    assert dm.x_train.abs().max() < 5 and dm.x_val.abs().max() < 5
+    varying = raw.x_train.std(0) > 0
+    ratio = raw.x_train.std(0)[varying] / dm.x_train.std(0)[varying]
+    assert torch.allclose(ratio, ratio[0], rtol=1e-4)
+
+
+DATA_OPTIONS = ["moons", "xor", "circle", "gauss", "spiral", "function", "digits"]
+
+
+@pytest.mark.parametrize("data", DATA_OPTIONS)
+def test_seed_changes_init_and_batch_order_but_not_the_data(make_cfg, data):
+    runs = {seed: build(make_cfg(f"data={data}", f"seed={seed}")) for seed in (0, 1)}
+    (dm0, model0), (dm1, model1) = runs[0], runs[1]
+    for key in ("x_train", "y_train", "x_val", "y_val"):
+        assert torch.equal(getattr(dm0, key), getattr(dm1, key)), key
+    assert not torch.equal(dm0.first_train_batch()[0], dm1.first_train_batch()[0])
+    assert not torch.equal(model0.model.linears[0].weight, model1.model.linears[0].weight)
+    other_data, _ = build(make_cfg(f"data={data}", "seed=0", "data.seed=1"))
+    assert not torch.equal(other_data.x_train, dm0.x_train)
 
 
 @pytest.mark.parametrize(("n", "frac", "n_train", "n_val"), [(200, 0.25, 150, 50), (10, 0.2, 8, 2)])

@@ -91,6 +91,27 @@ def test_official_split_and_standardisation(tmp_path: Path) -> None:
     assert dm.y_test.tolist() == raw.tolist()
 
 
+def test_faint_rare_ink_stays_faint(tmp_path: Path) -> None:
+    # A 10x10 "digit" of random ink, and one corner pixel inked faintly (0.2) in one image:
+    # by its own std that pixel would become the largest input (7.6, ~sqrt(n) for any ink);
+    # with one scale for all pixels it stays below the digit's ink, as in the raw images.
+    rng = np.random.default_rng(0)
+    images = np.zeros((N_TRAIN, 28, 28), dtype=np.uint8)
+    images[:, 9:19, 9:19] = rng.integers(0, 256, size=(N_TRAIN, 10, 10))
+    images[0, 0, 0] = 51
+    for prefix, array in (("train", images), ("t10k", images[:N_TEST])):
+        raw = tmp_path / "MNIST" / "raw"
+        write_idx(raw / f"{prefix}-images-idx3-ubyte", array, gz=False)
+        labels = np.arange(len(array), dtype=np.uint8) % 10
+        write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels, gz=False)
+    dm = MNIST(root=tmp_path, val_fraction=0.0)  # image 0 trains
+    dm.setup("fit")
+    corner = dm.x_train[:, 0].abs().max().item()
+    ink = dm.x_train.reshape(-1, 28, 28)[:, 9:19, 9:19].abs().max().item()
+    assert dm.x_train.pow(2).mean().item() == pytest.approx(1.0, rel=1e-4)
+    assert corner < ink / 2, (corner, ink)
+
+
 def test_dataset_without_test_split_says_so(tmp_path: Path) -> None:
     write_dataset(tmp_path)
     dm = MNIST(root=tmp_path)

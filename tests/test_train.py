@@ -7,9 +7,12 @@ import re
 from pathlib import Path
 
 import pytest
+from google.protobuf.json_format import MessageToDict
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import plugin_data_pb2
 
 from fcn_research.results import STATUSES, read_result
-from fcn_research.train import train
+from fcn_research.train import build, flat_hparams, train
 
 SMALL = ["width=16", "data.num_samples=400"]
 # Learning checks need no instruments: only the checkpoint callback, so they stay fast.
@@ -93,6 +96,53 @@ def test_result_json(run, tmp_path):
     assert (job / "checkpoints" / "last.ckpt").exists()
     leftovers = [p.name for p in job.iterdir() if p.name.endswith(".tmp")]
     assert not leftovers, f"temp files left behind: {leftovers}"
+
+
+def hparams_dashboard(job: Path) -> dict:
+    """The hparams a run's TensorBoard events show on the HParams dashboard."""
+    accumulator = EventAccumulator(str(job))
+    accumulator.Reload()
+    content = accumulator.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+    info = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info
+    return {key: MessageToDict(value) for key, value in info.hparams.items()}
+
+
+def test_hparams_are_the_values_used(run, make_cfg, tmp_path):
+    overrides = [
+        "data=moons",
+        "depth=2",
+        *SMALL,
+        "optimizer.lr=0.1",  # the group's own values, not the top-level knobs they default to
+        "data.batch_size=16",
+        "data.seed=5",
+        "trainer.max_epochs=1",
+        "initializer=constant_layer",
+        "initializer.base._target_=fcn_research.initializers.XavierNormal",
+    ]
+    result = run(*overrides, name="job")
+    expected = {
+        "lr": 0.1,
+        "batch_size": 16,
+        "max_epochs": 1,
+        "seed": 0,
+        "data.seed": 5,
+        "initializer": "constant_layer",
+        "initializer.base": "XavierNormal",
+    }
+    assert {k: result["hparams"].get(k) for k in expected} == expected
+    assert result["epochs"] == 1
+    shown = hparams_dashboard(tmp_path / "job")
+    assert {k: shown.get(k) for k in expected} == expected
+    datamodule, module = build(make_cfg(*overrides))
+    assert datamodule.batch_size == 16 and datamodule.seed == 5
+    assert module.configure_optimizers().param_groups[0]["lr"] == 0.1
+
+
+def test_hparams_name_a_replaced_class_and_a_class_default(make_cfg):
+    hparams = flat_hparams(make_cfg("activation=relu", "activation._target_=torch.nn.Tanh"))
+    assert hparams["activation"] == "Tanh"
+    hparams = flat_hparams(make_cfg("optimizer=adam", "~optimizer.lr"))
+    assert hparams["lr"] == 1e-3  # torch.optim.Adam's default, which it then uses
 
 
 def test_completed_job_is_not_retrained(run):

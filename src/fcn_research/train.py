@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import os
@@ -23,7 +24,7 @@ import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from fcn_research.config_checks import ConfigError, check_config, exit_refused, refusal
@@ -82,9 +83,16 @@ def _choices() -> dict[str, str]:
     return {}
 
 
+def _class_name(target: Any) -> str:
+    return str(target).rsplit(".", 1)[-1]
+
+
 def _flat_params(node: Any, prefix: str) -> dict[str, Any]:
+    """A group's keys as ``prefix.key`` scalars; a nested ``_target_`` as its node's class name."""
     out: dict[str, Any] = {}
     if isinstance(node, DictConfig):
+        if "_target_" in node and "." in prefix:  # e.g. initializer.base: the scheme it builds
+            out[prefix] = _class_name(node["_target_"])
         for key in node:
             if str(key).startswith("_"):
                 continue
@@ -96,28 +104,66 @@ def _flat_params(node: Any, prefix: str) -> dict[str, Any]:
     return out
 
 
+# Top-level knobs and the group key whose value the code uses: the group's own setting wins
+# (``optimizer.lr=0.1`` trains with 0.1 whatever ``lr`` says).
+_EFFECTIVE_KNOBS = {
+    "lr": ("optimizer", "lr"),
+    "batch_size": ("data", "batch_size"),
+    "max_epochs": ("trainer", "max_epochs"),
+}
+
+
+def _effective(cfg: DictConfig, group: str, key: str) -> Any:
+    """``cfg[group][key]``, or, where the group leaves it unset, its class's own default."""
+    node = cfg.get(group)
+    if node is None:
+        return None
+    if key in node:
+        return node[key]
+    parameter = inspect.signature(get_class(node["_target_"])).parameters.get(key)
+    if parameter is None or parameter.default is inspect.Parameter.empty:
+        return None
+    return parameter.default
+
+
+def _overridden_targets(cfg: DictConfig) -> dict[str, str]:
+    """Group roots whose ``_target_`` an override replaced: group -> the class now built."""
+    out = {}
+    for override in _overrides():
+        key = override.split("=", 1)[0].lstrip("+~")
+        group = key.removesuffix("._target_")
+        if group in GROUPS and key != group and cfg.get(group) is not None:
+            out[group] = _class_name(cfg[group].get("_target_"))
+    return out
+
+
 def flat_hparams(cfg: DictConfig) -> dict[str, Any]:
-    """The run's hyperparameters as one flat dict of scalars, for HParams and result.json."""
+    """The run's hyperparameters as used, as one flat dict of scalars (HParams, result.json).
+
+    Groups by their option name (by class where an override replaced the ``_target_``),
+    ``lr`` / ``batch_size`` / ``max_epochs`` as the optimizer, data and trainer get them,
+    ``seed`` (init and batch order) and every group key, ``data.seed`` included.
+    """
     choices = _choices()
     hparams: dict[str, Any] = {}
     for group in GROUPS:
         target = str(cfg[group].get("_target_", "")) if cfg.get(group) is not None else ""
         hparams[group] = choices.get(group, target.rsplit(".", 1)[-1].lower() or "none")
+    hparams.update(_overridden_targets(cfg))
     width = cfg.width
     hparams.update(
         depth=int(cfg.depth),
         width=width if isinstance(width, int) else str(list(width)),
-        lr=float(cfg.lr),
         seed=int(cfg.seed),
-        batch_size=int(cfg.batch_size),
-        max_epochs=int(cfg.max_epochs),
     )
+    for knob, (group, key) in _EFFECTIVE_KNOBS.items():
+        hparams[knob] = _effective(cfg, group, key)
+    used = {f"{group}.{key}" for group, key in _EFFECTIVE_KNOBS.values()}
     for group in GROUPS:
         if cfg.get(group) is None:
             continue
         for key, value in _flat_params(cfg[group], group).items():
-            # Knobs interpolated from the top level (lr, seed, batch_size) are already there.
-            if key.rsplit(".", 1)[-1] not in hparams:
+            if key not in used:  # already there under the knob's own name
                 hparams[key] = value
     return hparams
 
@@ -133,6 +179,8 @@ def build(cfg: DictConfig) -> tuple[InMemoryDataModule, FCNModule]:
     width = OmegaConf.to_object(cfg.width) if isinstance(cfg.width, ListConfig) else cfg.width
     hidden_widths(width, cfg.depth)  # a bad depth or width fails before any data is read
     datamodule: InMemoryDataModule = instantiate(cfg.data)
+    # The run's seed orders the mini-batches; data.seed alone fixes the dataset and its split.
+    datamodule.shuffle_seed = int(cfg.seed)
     datamodule.setup("fit")
     net = MLP(
         datamodule.num_features,

@@ -18,7 +18,14 @@ _DATA_CACHE: dict[tuple[Any, ...], tuple[Tensor, Tensor, tuple[Tensor, Tensor] |
 _DATA_CACHE_SIZE = 2
 # Base-class settings applied after generation: they don't change what generate() returns.
 _SPLIT_AND_BATCHING = frozenset(
-    {"batch_size", "val_fraction", "min_batches_per_epoch", "standardize", "steps_per_batch"}
+    {
+        "batch_size",
+        "val_fraction",
+        "min_batches_per_epoch",
+        "standardize",
+        "steps_per_batch",
+        "shuffle_seed",
+    }
 )
 
 
@@ -112,17 +119,23 @@ def _rank_rows(size: int, rank: int, world: int) -> slice:
 class InMemoryDataModule(L.LightningDataModule):
     """Base class: subclasses implement ``generate()`` and set ``task`` / ``num_classes``.
 
-    ``val_fraction`` of the samples (seeded split) go to validation; ``val_fraction=0``
+    ``seed`` is the data seed: it fixes what ``generate()`` draws and the train/val split.
+    The mini-batch order is the network's randomness, seeded by ``shuffle_seed`` (the
+    run's ``seed``, set by ``train.build``), so a sweep over ``seed`` keeps the dataset.
+    ``val_fraction`` of the samples go to validation; ``val_fraction=0``
     validates on the training set itself, as the notebook does for XOR's four points.
     A dataset with an official test split returns it from ``generate_test()``; it is kept
     apart as ``x_test`` / ``y_test`` (served by ``test_dataloader()``), never split.
-    Inputs are standardised with the training split's statistics.
+    ``standardize`` centres each input feature on its training mean and divides all features
+    by one number, the root-mean-square of their training stds (see ``_build``).
     """
 
     task: Task = "binary"
     num_classes: int = 2
     # Mini-batches per Lightning batch (the training loop's ``steps_per_batch``).
     steps_per_batch: int = 1
+    # Seed of the training batches' order (the run's ``seed``; ``seed`` is the data's).
+    shuffle_seed: int = 0
 
     def __init__(
         self,
@@ -230,12 +243,18 @@ class InMemoryDataModule(L.LightningDataModule):
         x_train, y_train = x[train_idx], y[train_idx]
         x_val, y_val = (x[val_idx], y[val_idx]) if n_val else (x_train, y_train)
         if self.standardize:
+            # One scale for all features, not one per feature: a pixel that is almost always
+            # 0 has a near-zero std, and dividing by it turns its rare ink into values of ~50.
+            # Dividing by the root-mean-square std keeps the features' relative scales (the
+            # usual "subtract the mean image, divide by one std" for images; the z-score for
+            # one feature) and gives the centred training inputs mean square 1, the unit
+            # second moment the fan-in initializers assume of a Linear's inputs.
             mean = x_train.mean(0, keepdim=True)
-            std = x_train.std(0, keepdim=True) if len(x_train) > 1 else torch.ones_like(mean)
-            std = torch.where(std > 0, std, torch.ones_like(std))  # constant pixels stay 0
-            x_train, x_val = (x_train - mean) / std, (x_val - mean) / std
+            scale = x_train.var(0, correction=0).mean().sqrt()
+            scale = scale if scale > 0 else torch.ones_like(scale)  # all features constant
+            x_train, x_val = (x_train - mean) / scale, (x_val - mean) / scale
             if test is not None:
-                test = ((test[0] - mean) / std, test[1])
+                test = ((test[0] - mean) / scale, test[1])
         self.x_train, self.y_train = x_train.contiguous(), y_train.contiguous()
         self.x_val, self.y_val = x_val.contiguous(), y_val.contiguous()
         if test is not None:
@@ -259,7 +278,7 @@ class InMemoryDataModule(L.LightningDataModule):
                 self.y_train,
                 self.batch_size,
                 shuffle=True,
-                seed=self.seed,
+                seed=self.shuffle_seed,
                 min_batches=self.min_batches_per_epoch,
                 epoch=self._current_epoch,
                 rank_world=self._rank_world,

@@ -85,8 +85,8 @@ class MNIST(InMemoryDataModule):
 
     Train and validation come from the official training files (``val_fraction`` of them,
     seeded, validate); the official test files are kept apart as ``x_test`` / ``y_test`` and
-    served by ``test_dataloader()``. Pixels are scaled to [0, 1], then standardised per pixel
-    with the training statistics unless ``standardize=False``.
+    served by ``test_dataloader()``. Pixels are scaled to [0, 1], then, unless
+    ``standardize=False``, centred per pixel and divided by one training std (see the base).
     """
 
     task = "multiclass"

@@ -328,5 +328,8 @@ def test_resumed_run_keeps_init_and_histogram_bins(make_cfg, tmp_path):
     acc.Reload()
     events = acc.Histograms("grad/layer_02")
     assert {e.step for e in events} >= {0, 6, 12}  # before and after the resume
+    acc.Reload()
+    for tag in ("train/loss", "val/acc"):  # one step axis across the resume too
+        assert [e.step for e in acc.Scalars(tag)] == [3, 6, 9, 12], tag
     limits = {tuple(e.histogram_value.bucket_limit) for e in events}
     assert len(limits) == 1  # the bins fixed at step 0 hold across the resume

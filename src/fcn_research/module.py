@@ -125,7 +125,8 @@ class FCNModule(L.LightningModule):
         # A batch is one (x, y) mini-batch, or a list of them (``steps_per_batch``).
         pairs = batch if isinstance(batch, list) else [batch]
         optimizer = self.optimizers()
-        max_steps = self.trainer.max_steps
+        trainer = self.trainer
+        max_steps = trainer.max_steps
         for x, y in pairs:
             loss, pred = self.loss_and_predictions(x, y)
             self._accumulate(loss.detach(), self._metric_sum(pred.detach(), y), len(x))
@@ -135,8 +136,15 @@ class FCNModule(L.LightningModule):
                 self.manual_backward(loss)
             optimizer.step()  # Lightning counts global_step and calls the instruments' hooks
             optimizer.zero_grad()
-            if 0 <= max_steps <= self.trainer.global_step:
+            if 0 <= max_steps <= trainer.global_step:
                 break
+        # self.log's x axis is Lightning's own count of Lightning batches, which here hold
+        # several optimizer steps each, and it puts epoch-end metrics at the last batch's
+        # index (one before the epoch's end). Set to the optimizer steps taken so far, every
+        # tag of the run shares one axis, trainer.global_step, and epoch-end metrics sit at
+        # the step where the epoch ended. (A private counter, set afresh every batch, so a
+        # resumed run is right too; test_every_tag_shares_the_optimizer_step_axis pins it.)
+        trainer.fit_loop.epoch_loop._batches_that_stepped = trainer.global_step
         return loss.detach()
 
     def _accumulate(self, loss: Tensor, metric_sum: Tensor, samples: int) -> None:
@@ -167,7 +175,6 @@ class FCNModule(L.LightningModule):
         if not sums["samples"]:
             return
         loss = sums["loss"] / sums["samples"]
-        self._log_step_axis()
         self.log("train/loss", loss, sync_dist=True)
         self.log(f"train/{self.metric_name}", sums["metric"] / sums["samples"], sync_dist=True)
         diverged = not torch.isfinite(loss)  # the epoch's one host read
@@ -191,17 +198,9 @@ class FCNModule(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         # Two logs per epoch, not two per batch: Lightning's self.log costs ~0.3 ms a call.
         if self._val_samples:
-            self._log_step_axis()
             self.log("val/loss", self._val_loss_sum / self._val_samples, sync_dist=True)
             self.log(f"val/{self.metric_name}", self.val_metric.compute(), sync_dist=True)
         self.val_metric.reset()
-
-    def _log_step_axis(self) -> None:
-        # Lightning logs epoch-end metrics at its count of Lightning batches, which with
-        # steps_per_batch > 1 is not the optimizer step; a logged "step" replaces that x value
-        # (LoggerConnector.log_metrics), and "epoch" is then ours to log.
-        self.log("step", float(self.trainer.global_step))
-        self.log("epoch", float(self.trainer.current_epoch))
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return self.optimizer_factory(self.parameters())

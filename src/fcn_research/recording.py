@@ -11,10 +11,6 @@ from lightning.pytorch.callbacks import Callback
 
 from fcn_research.results import read_result, update_result
 
-# Logged only to set the x axis of epoch-end metrics (FCNModule._log_step_axis); result.json
-# has them as `global_step` and `epochs`.
-_AXIS_KEYS = ("step", "epoch")
-
 
 def _collect(trainer: L.Trainer, attribute: str) -> dict[str, float]:
     values: dict[str, float] = {}
@@ -53,9 +49,7 @@ class ResultRecorder(Callback):
         if trainer.global_rank != 0:
             return
         metrics = {
-            k: float(v)
-            for k, v in trainer.callback_metrics.items()
-            if isinstance(v, torch.Tensor) and k not in _AXIS_KEYS
+            k: float(v) for k, v in trainer.callback_metrics.items() if isinstance(v, torch.Tensor)
         }
         metrics.update(_collect(trainer, "final_metrics"))
         # A resumed run's instruments restored their step-0 values from the checkpoint;

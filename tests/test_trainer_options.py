@@ -235,7 +235,8 @@ def test_clipped_limited_run_resumes_to_the_uninterrupted_result(make_cfg, tmp_p
     from fcn_research.results import write_json_atomic
     from fcn_research.train import train
 
-    common = [*MATRIX, "callbacks=none", "lr=0.5"]
+    # With every instrument: their step-0 values and finals must match too.
+    common = [*MATRIX, "lr=0.5", "callbacks.model_checkpoint.min_interval_s=0"]
     reference = train(make_cfg(*common, "max_epochs=6", output_dir=tmp_path / "reference"))
     train(make_cfg(*common, "max_epochs=3", output_dir=tmp_path / "job"))
     interrupted = read_result(tmp_path / "job")
@@ -243,15 +244,19 @@ def test_clipped_limited_run_resumes_to_the_uninterrupted_result(make_cfg, tmp_p
     resumed = train(make_cfg(*common, "max_epochs=6", output_dir=tmp_path / "job"))
     assert resumed["global_step"] == reference["global_step"] == 18
     assert resumed["metrics"] == pytest.approx(reference["metrics"], rel=1e-5, abs=1e-6)
+    assert "grad_norm/layer_01" in resumed["metrics"]
+    assert resumed["init"] == pytest.approx(reference["init"], rel=1e-6)
 
 
 @pytest.mark.slow
 def test_clipped_limited_run_under_ddp_spawn(run_cli, tmp_path):
-    ddp = ["trainer=ddp_spawn", "trainer.accelerator=cpu", "trainer.devices=2", "callbacks=none"]
+    ddp = ["trainer=ddp_spawn", "trainer.accelerator=cpu", "trainer.devices=2"]
     run_cli(*ddp, *MATRIX, *QUIET, "max_epochs=2")
     (run,) = (tmp_path / "outputs" / "runs").iterdir()
-    assert read_result(run)["status"] == "completed"
-    # The ranks train in spawned processes; their last checkpoint holds the step count.
+    result = read_result(run)
+    assert result["status"] == "completed"
+    # The ranks train in spawned processes; rank 0 recorded the step count and instruments.
+    assert result["global_step"] == 6 and "grad_norm/layer_01" in result["init"]
     state = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert state["global_step"] == 6
     assert "steps_per_batch=8 -> 1" in (run / "train.log").read_text()

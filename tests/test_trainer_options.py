@@ -14,6 +14,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from fcn_research.callbacks.checkpoint import LastCheckpoint
+from fcn_research.config_checks import ConfigError
 from fcn_research.module import FCNModule
 from fcn_research.results import read_result
 from fcn_research.trainer_options import apply_trainer_options, batch_counters
@@ -145,8 +146,8 @@ def test_accumulate_grad_batches_is_refused_with_its_equivalent(make_cfg, overri
     from fcn_research.train import train
 
     cfg = make_cfg("+trainer.accumulate_grad_batches=2", *overrides)
-    with pytest.raises(ValueError, match=r"trainer.accumulate_grad_batches=2 is not supported"):
-        train(cfg)
+    with pytest.raises(ConfigError, match=r"trainer.accumulate_grad_batches=2 is not supported"):
+        train(cfg)  # a ConfigError: the CLI prints it as one line, without a traceback
     result = read_result(Path(cfg.output_dir))
     assert result["status"] == "failed" and use in result["error"]
     assert "global_step" not in result  # refused before training

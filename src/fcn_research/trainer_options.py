@@ -15,6 +15,7 @@ import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, Timer
 from lightning.pytorch.utilities.model_helpers import is_overridden
 
+from fcn_research.config_checks import ConfigError
 from fcn_research.data.base import InMemoryDataModule
 from fcn_research.module import FCNModule
 
@@ -33,12 +34,13 @@ def apply_trainer_options(
 
 
 def refuse_gradient_accumulation(trainer: L.Trainer, datamodule: InMemoryDataModule) -> None:
-    """Refuse ``accumulate_grad_batches`` != 1, naming the batch size that trains the same."""
+    """Refuse ``accumulate_grad_batches`` != 1 (``ConfigError``: one line for the user), naming
+    the batch size that trains the same."""
     k = trainer.accumulate_grad_batches
     if k == 1:
         return
     if not isinstance(k, int) or k < 1:
-        raise ValueError(
+        raise ConfigError(
             f"trainer.accumulate_grad_batches must be a positive integer (1: none), got {k!r}"
         )
     # The loss is a batch mean, an MLP has no batch statistics, and batches are contiguous
@@ -48,7 +50,7 @@ def refuse_gradient_accumulation(trainer: L.Trainer, datamodule: InMemoryDataMod
     repeats = datamodule.min_batches_per_epoch
     if repeats > 1:  # the epoch counts mini-batches: k times fewer of them
         use += f" data.min_batches_per_epoch={-(-repeats // k)}"
-    raise ValueError(
+    raise ConfigError(
         f"trainer.accumulate_grad_batches={k} is not supported (training uses Lightning's "
         f"manual optimization); {k} accumulated batches of {batch} are one batch of "
         f"{k * batch} in the same data order: use {use} at the same lr (only steps at the "

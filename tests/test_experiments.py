@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from fcn_research.train import CONF_DIR, build, train
@@ -256,6 +257,35 @@ def test_pruning_sparsity_grows_with_amount(make_cfg, tmp_path):
         # Every epoch prunes `amount` of what is left: 1 - (1 - amount)^epochs.
         assert sparsity[-1] == pytest.approx(1 - (1 - amount) ** 2, abs=1e-3)
     assert sparsity[0] < sparsity[1] < sparsity[2]
+
+
+def test_pruning_final_metrics_describe_the_final_network(make_cfg, tmp_path):
+    out = tmp_path / "pruned"
+    cfg = make_cfg(
+        "experiment=pruning", "max_epochs=2", "callbacks.pruning.amount=0.6", output_dir=out
+    )
+    result = train(cfg)
+    # Re-evaluate the final checkpoint's weights on the validation split.
+    datamodule, module = build(cfg)
+    state = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    module.load_state_dict(state["state_dict"])
+    module.eval()
+    with torch.no_grad():
+        loss, pred = module.loss_and_predictions(datamodule.x_val, datamodule.y_val)
+    weights = [linear.weight for linear in module.model.linears]
+    zeros = sum(int((w == 0).sum()) for w in weights)
+    assert result["metrics"]["pruning/sparsity"] == pytest.approx(
+        zeros / sum(w.numel() for w in weights)
+    )
+    acc = (pred.argmax(-1) == datamodule.y_val).float().mean().item()
+    assert result["metrics"]["val/acc"] == pytest.approx(acc, abs=1e-6)
+    assert result["metrics"]["val/loss"] == pytest.approx(loss.item(), rel=1e-5)
+    # The last TensorBoard point of val/acc is that same value.
+    events = EventAccumulator(str(out))
+    events.Reload()
+    last = events.Scalars("val/acc")[-1]
+    assert last.step == result["global_step"]
+    assert last.value == pytest.approx(acc, abs=1e-6)
 
 
 def test_activation_zoo_sweeps_every_activation_config(make_cfg, tmp_path):

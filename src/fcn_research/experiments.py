@@ -250,22 +250,27 @@ def depth_without_initializer(sweeps: list[list[Result]]) -> list[str]:
         "",
     ]
     tanh = [r for (a, _), rs in groups.items() if a == "tanh" for r in rs]
+    lowest = min(tanh, key=lambda r: r["init"]["grad_norm/ratio_first_last"])
     lines.append(
-        "- tanh's grad_norm ratio ≥ 0.03 at every depth up to 15: "
+        '- The old claim "tanh\'s grad_norm ratio stays ≥ 0.03 up to depth 15": '
         + holds([r["init"]["grad_norm/ratio_first_last"] >= 0.03 for r in tanh])
-        + f" (lowest {fmt(min(_init(tanh, 'grad_norm/ratio_first_last')))})."
+        + f"; lowest {fmt(lowest['init']['grad_norm/ratio_first_last'])} "
+        f"(depth {lowest['hparams']['depth']}, seed {lowest['hparams']['seed']})."
     )
     for activation in sorted({a for a, _ in groups}):
+        depths = sorted((d for a, d in groups if a == activation), key=int)
+        hidden = {
+            d: _init(groups[activation, d], "grad_rms/ratio_hidden") for d in depths if int(d) >= 4
+        }
+        kept = [d for d, r in hidden.items() if min(r) >= 0.1]
+        lost = [d for d, r in hidden.items() if max(r) < 0.01]
         shallow = values(groups[activation, "2"], "val/acc")
-        worse = [
-            d
-            for (a, d), rs in groups.items()
-            if a == activation and max(values(rs, "val/acc")) < min(shallow)
-        ]
-        worse = sorted(worse, key=int)
+        worse = [d for d in depths if max(values(groups[activation, d], "val/acc")) < min(shallow)]
         lines.append(
-            f"- {activation}: val/acc below depth 2's on every seed at depth "
-            f"{', '.join(worse) if worse else 'none'}; other depths not separated from depth 2."
+            f"- {activation}: grad_rms hidden ratio ≥ 0.1 on every seed at depth "
+            f"{', '.join(kept) or 'none'}, "
+            f"< 0.01 on every seed at depth {', '.join(lost) or 'none'}; "
+            f"val/acc below depth 2's on every seed at depth {', '.join(worse) or 'none'}."
         )
     return [
         *lines,
@@ -688,6 +693,7 @@ def sweep_dir(root: Path, experiment: Experiment, index: int) -> Path:
 
 def run(experiment: Experiment, root: Path) -> None:
     """Run the experiment's sweeps (through the real CLI) into ``root``."""
+    root.mkdir(parents=True, exist_ok=True)
     for index, sweep in enumerate(experiment.sweeps):
         subprocess.run(
             [
@@ -699,6 +705,7 @@ def run(experiment: Experiment, root: Path) -> None:
                 f"hydra.sweep.dir={sweep_dir(root, experiment, index)}",
             ],
             check=True,
+            cwd=root,
             env={**os.environ, "PYTHONWARNINGS": "ignore"},
         )
 

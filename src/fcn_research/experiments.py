@@ -189,6 +189,7 @@ def vanishing_gradients(sweeps: list[list[Result]]) -> list[str]:
                 per_seed(_init(rs, "grad_rms/ratio_first_last")),
                 per_seed(saturated),
                 shows,
+                per_seed(values(rs, "val/acc")),
             )
         )
     base_rows = [
@@ -215,6 +216,7 @@ def vanishing_gradients(sweeps: list[list[Result]]) -> list[str]:
                 "grad_rms ratio per seed",
                 "saturated fraction of that layer",
                 "what it shows",
+                "val/acc per seed",
             ),
             rows,
         ),

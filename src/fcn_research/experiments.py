@@ -60,13 +60,13 @@ def load(sweep_dir: Path) -> list[Result]:
     return results
 
 
-def setting(result: Result, key: str) -> Any:
-    """A job's value of ``key``: from its overrides (``key=value``), else its hparams."""
+def setting(result: Result, key: str) -> str:
+    """A job's value of ``key`` as text: from its overrides (``key=value``), else its hparams."""
     for override in result["overrides"]:
         name, _, value = override.partition("=")
         if name == key:
             return value
-    return result["hparams"][key]
+    return str(result["hparams"][key])
 
 
 def group(results: Iterable[Result], *keys: str) -> dict[tuple[Any, ...], list[Result]]:
@@ -170,15 +170,16 @@ def vanishing_gradients(sweeps: list[list[Result]]) -> list[str]:
     ):
         ratio = _init(rs, "grad_norm/ratio_first_last")
         saturated = _init(rs, f"neurons/saturated_fraction/layer_{int(target):02d}")
-        base = statistics.mean(baseline[activation])
+        # Seed by seed: the same network but for the constant layer.
+        base = [r / b for r, b in zip(ratio, baseline[activation], strict=True)]
         if min(saturated) >= 0.99:
             shows = f"layer {target} saturated: its outputs are flat, nothing passes below it"
-        elif all(base / 2 <= r <= 2 * base for r in ratio):
+        elif all(0.5 <= b <= 2 for b in base):
             shows = "the default init's ratio (within 2x): not the constant layer's doing"
-        elif max(ratio) < base / 2:
-            shows = "below the default init's ratio on every seed"
+        elif max(base) < 0.5:
+            shows = "below half the default init's ratio on every seed"
         else:
-            shows = "not below the default init's ratio on every seed"
+            shows = "mixed: not below half the default init's ratio on every seed"
         rows.append(
             (
                 activation,
@@ -187,6 +188,7 @@ def vanishing_gradients(sweeps: list[list[Result]]) -> list[str]:
                 _n(rs),
                 per_seed(ratio),
                 per_seed(_init(rs, "grad_rms/ratio_first_last")),
+                per_seed(base),
                 per_seed(saturated),
                 shows,
                 per_seed(values(rs, "val/acc")),
@@ -214,6 +216,7 @@ def vanishing_gradients(sweeps: list[list[Result]]) -> list[str]:
                 "n",
                 "grad_norm ratio per seed",
                 "grad_rms ratio per seed",
+                "grad_norm ratio / default init's",
                 "saturated fraction of that layer",
                 "what it shows",
                 "val/acc per seed",
@@ -299,6 +302,7 @@ def dying_relu(sweeps: list[list[Result]]) -> list[str]:
     ):
         dead = _init(rs, f"neurons/dead_fraction/layer_{int(target):02d}")
         grad = _init(rs, "grad_norm/layer_01")
+        fix_bias = fix_bias.lower()  # "true" from an override, "True" from hparams
         if fix_bias == "true":
             fixed += [d == 1.0 and g == 0.0 for d, g in zip(dead, grad, strict=True)]
         rows.append(

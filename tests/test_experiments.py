@@ -331,13 +331,12 @@ def test_pruning_sparsity_grows_with_amount(make_cfg, tmp_path):
     assert sparsity[0] < sparsity[1] < sparsity[2]
 
 
-def test_pruning_final_metrics_describe_the_final_network(make_cfg, tmp_path):
-    out = tmp_path / "pruned"
-    cfg = make_cfg(
-        "experiment=pruning", "max_epochs=2", "callbacks.pruning.amount=0.6", output_dir=out
-    )
-    result = train(cfg)
-    # Re-evaluate the final checkpoint's weights on the validation split.
+PRUNED = ["experiment=pruning", "max_epochs=2", "callbacks.pruning.amount=0.6"]
+
+
+def assert_final_metrics_describe_the_checkpoint(cfg, out: Path, result: dict) -> None:
+    """result.json's final val/* and sparsity, and the last val/acc TensorBoard point, are a
+    re-evaluation of the final checkpoint's weights on the validation split."""
     datamodule, module = build(cfg)
     state = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     module.load_state_dict(state["state_dict"])
@@ -352,12 +351,28 @@ def test_pruning_final_metrics_describe_the_final_network(make_cfg, tmp_path):
     acc = (pred.argmax(-1) == datamodule.y_val).float().mean().item()
     assert result["metrics"]["val/acc"] == pytest.approx(acc, abs=1e-6)
     assert result["metrics"]["val/loss"] == pytest.approx(loss.item(), rel=1e-5)
-    # The last TensorBoard point of val/acc is that same value.
     events = EventAccumulator(str(out))
     events.Reload()
     last = events.Scalars("val/acc")[-1]
     assert last.step == result["global_step"]
     assert last.value == pytest.approx(acc, abs=1e-6)
+
+
+def test_pruning_final_metrics_describe_the_final_network(make_cfg, tmp_path):
+    out = tmp_path / "pruned"
+    cfg = make_cfg(*PRUNED, output_dir=out)
+    assert_final_metrics_describe_the_checkpoint(cfg, out, train(cfg))
+
+
+@pytest.mark.slow  # ~16 s: two spawned ranks, twice (fit, then the final validation)
+def test_pruning_final_metrics_describe_the_final_network_under_ddp_spawn(
+    make_cfg, run_cli, tmp_path
+):
+    out = tmp_path / "ddp"
+    ddp = ["trainer=ddp_spawn", "trainer.accelerator=cpu", "trainer.devices=2"]
+    run_cli(*PRUNED, *ddp, "trainer.enable_progress_bar=false", f"hydra.run.dir={out}")
+    result = json.loads((out / "result.json").read_text())
+    assert_final_metrics_describe_the_checkpoint(make_cfg(*PRUNED, *ddp), out, result)
 
 
 def test_activation_zoo_sweeps_every_activation_config(make_cfg, tmp_path):

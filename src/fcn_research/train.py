@@ -335,8 +335,9 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
             # epoch's on_train_epoch_end, where ModelPruning prunes, so the fit's last val/*
             # belong to a less pruned network. Validate it once more, as a Lightning user
             # would with trainer.validate after fit, logged at the final step (Lightning's
-            # logging counter, as the module keeps it, moved one past it at the epoch's end).
-            trainer.fit_loop.epoch_loop._batches_that_stepped = trainer.global_step
+            # logging counter, as the module keeps it, moved one past it at the epoch's end;
+            # under ddp_spawn this process's trainer never counted: the recorded step).
+            trainer.fit_loop.epoch_loop._batches_that_stepped = result["global_step"]
             trainer.validate(module, datamodule=datamodule, verbose=False)
             _take_recorded(result, out)
         diverged = module.diverged or result["metrics"].get("train/diverged", 0.0) > 0

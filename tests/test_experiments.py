@@ -243,19 +243,25 @@ def test_function_fit_is_a_no_op_on_2d_data(make_cfg, tmp_path):
     assert "decision_boundary" in acc.Tags()["images"]
 
 
-def test_zero_centering_records_a_loss_curve_per_activation(make_cfg, tmp_path):
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_zero_centering_records_a_loss_curve_per_activation(make_cfg, tmp_path, seed):
     final = {}
     for activation in ("sigmoid", "zero_centred_sigmoid", "tanh"):
         out = tmp_path / activation
         cfg = make_cfg(
-            "experiment=zero_centering", f"activation={activation}", "max_epochs=4", output_dir=out
+            "experiment=zero_centering",
+            f"activation={activation}",
+            f"seed={seed}",
+            "max_epochs=4",
+            output_dir=out,
         )
         final[activation] = train(cfg)["metrics"]["train/loss"]
         acc = EventAccumulator(str(out))
         acc.Reload()
         curve = [e.value for e in acc.Scalars("train/loss")]
         assert len(curve) == 4 and all(math.isfinite(v) for v in curve)
-    assert final["tanh"] < final["sigmoid"]
+    # docs/experiments.md, on every seed: centring lowers sigmoid's loss a little, tanh far more.
+    assert final["tanh"] < final["zero_centred_sigmoid"] < final["sigmoid"]
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

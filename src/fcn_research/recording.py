@@ -8,8 +8,13 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.trainer.states import TrainerFn
 
 from fcn_research.results import read_result, update_result
+
+
+def _callback_metrics(trainer: L.Trainer) -> dict[str, float]:
+    return {k: float(v) for k, v in trainer.callback_metrics.items() if isinstance(v, torch.Tensor)}
 
 
 def _collect(trainer: L.Trainer, attribute: str) -> dict[str, float]:
@@ -25,7 +30,8 @@ class ResultRecorder(Callback):
     - the instruments' step-0 values (``init``) as soon as they are measured, so a job killed
       later and resumed keeps them (the instruments also carry them in the checkpoint);
     - at the end of training: the final ``metrics`` (Lightning's callback metrics and the
-      instruments' final values), ``epochs`` and ``global_step``.
+      instruments' final values), ``epochs`` and ``global_step``;
+    - after a ``trainer.validate`` of the trained network: its metrics, in place of the fit's.
 
     ``train()`` reads them back after ``fit``: one path for a single process and for
     ``ddp_spawn``, whose workers hand none of their callback state back to the launcher.
@@ -48,9 +54,7 @@ class ResultRecorder(Callback):
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.global_rank != 0:
             return
-        metrics = {
-            k: float(v) for k, v in trainer.callback_metrics.items() if isinstance(v, torch.Tensor)
-        }
+        metrics = _callback_metrics(trainer)
         metrics.update(_collect(trainer, "final_metrics"))
         # A resumed run's instruments restored their step-0 values from the checkpoint;
         # anything they lack (a checkpoint from an older version) stays as result.json has it.
@@ -65,3 +69,11 @@ class ResultRecorder(Callback):
             epochs=trainer.current_epoch,
             global_step=trainer.global_step,
         )
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Only a validation after fit (train() re-validates a network pruned after its last
+        # validation); the fit's own validations reach result.json through on_train_end.
+        if trainer.state.fn != TrainerFn.VALIDATING or trainer.global_rank != 0:
+            return
+        metrics = (read_result(self.job_dir) or {}).get("metrics", {})
+        update_result(self.job_dir, metrics={**metrics, **_callback_metrics(trainer)})

@@ -25,6 +25,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import get_class, instantiate
+from lightning.pytorch.callbacks import ModelPruning
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from fcn_research.config_checks import ConfigError, check_config, exit_refused, refusal
@@ -259,6 +260,14 @@ def _take_recorded(result: dict[str, Any], out: Path) -> None:
     result["metrics"] = {k: math.nan if v is None else v for k, v in result["metrics"].items()}
 
 
+def _pruned_after_validation(trainer: L.Trainer) -> bool:
+    """Whether a ModelPruning callback changed the weights after the fit's last validation."""
+    return any(
+        isinstance(callback, ModelPruning) and callback.amount != 0
+        for callback in trainer.callbacks
+    )
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train one MLP as configured; write and return its result (schema: DESIGN.md).
 
@@ -321,6 +330,16 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
         with restored_env():  # each job of a sweep finds its own free port
             trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         _take_recorded(result, out)
+        if _pruned_after_validation(trainer) and "val/loss" in result["metrics"]:
+            # The final metrics describe the final network: Lightning validates before an
+            # epoch's on_train_epoch_end, where ModelPruning prunes, so the fit's last val/*
+            # belong to a less pruned network. Validate it once more, as a Lightning user
+            # would with trainer.validate after fit, logged at the final step (Lightning's
+            # logging counter, as the module keeps it, moved one past it at the epoch's end;
+            # under ddp_spawn this process's trainer never counted: the recorded step).
+            trainer.fit_loop.epoch_loop._batches_that_stepped = result["global_step"]
+            trainer.validate(module, datamodule=datamodule, verbose=False)
+            _take_recorded(result, out)
         diverged = module.diverged or result["metrics"].get("train/diverged", 0.0) > 0
         result["status"] = "diverged" if diverged else "completed"
     except Exception as err:

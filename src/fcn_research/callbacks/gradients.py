@@ -41,15 +41,28 @@ def probe_gradients(pl_module: L.LightningModule, x: Tensor, y: Tensor) -> list[
 
 
 def grad_norms(grads: list[Tensor]) -> dict[str, Tensor]:
-    """``grad_norm/layer_XX`` (L2 norm of each Linear's weight gradient), first/last ratio."""
+    """``grad_norm/layer_XX`` (L2 norm of each Linear's weight gradient), first/last ratio;
+    ``grad_rms/layer_XX`` (its per-element RMS), first/last ratio and ``grad_rms/ratio_hidden``.
+
+    A norm grows with the matrix's size (Linear 1 may be 32x2, the last 1x32), so the norm
+    ratio is not 1 even without any vanishing; the RMS ratio compares per-weight gradients,
+    and ``ratio_hidden`` (Linear 2 over Linear depth-1, from depth 4: hidden-to-hidden
+    matrices, equally shaped at a constant width) leaves the input and output layers out.
+    """
     norms = {layer_tag("grad_norm", i): g.norm() for i, g in enumerate(grads, 1)}
     norms["grad_norm/ratio_first_last"] = grads[0].norm() / grads[-1].norm()
+    rms = [g.norm() / g.numel() ** 0.5 for g in grads]
+    norms.update({layer_tag("grad_rms", i): r for i, r in enumerate(rms, 1)})
+    norms["grad_rms/ratio_first_last"] = rms[0] / rms[-1]
+    if len(grads) >= 4:
+        norms["grad_rms/ratio_hidden"] = rms[1] / rms[-2]
     return norms
 
 
 class GradientMonitor(StepInstrument):
-    """Logs ``grad_norm/layer_XX``, ``grad_norm/ratio_first_last`` and the histograms
-    ``grad/layer_XX`` and ``weight/layer_XX``: at step 0, on the schedule and at the end.
+    """Logs ``grad_norm/layer_XX``, ``grad_norm/ratio_first_last``, their per-element RMS
+    counterparts ``grad_rms/...`` (see ``grad_norms``) and the histograms ``grad/layer_XX``
+    and ``weight/layer_XX``: at step 0, on the schedule and at the end.
 
     Every value is the gradient of the mean loss on the probe set (a fixed sample of the
     training data, the same for the whole run) for the weights as they are at that step, so

@@ -1,0 +1,768 @@
+"""The lesson's experiments as numbers: run their sweeps over seeds, read the jobs'
+result.json files and write each experiment's claims with the numbers behind them
+(``docs/experiments.md``). Every number and every verdict on that page comes from here.
+
+A claim over seeds is written as mean ± sd with the range and n; a threshold claim says
+whether it held on every seed; two settings whose ranges over seeds overlap are called
+not separated rather than ranked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+from fcn_research.results import RESULT_FILE
+
+ROOT = Path(__file__).resolve().parents[2]
+SEEDS = "seed=0,1,2"
+
+Result = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """An experiment's sweeps (the overrides after ``python train.py -m``) and its summary."""
+
+    name: str
+    sweeps: tuple[tuple[str, ...], ...]
+    summarize: Callable[[list[list[Result]]], list[str]]
+
+    def commands(self) -> list[str]:
+        """The commands a reader types to reproduce the numbers."""
+        return [" ".join(("python train.py -m", *sweep)) for sweep in self.sweeps]
+
+
+# ---- reading results
+
+
+def load(sweep_dir: Path) -> list[Result]:
+    """The completed jobs' result.json files under ``sweep_dir``, in path order."""
+    results = []
+    for path in sorted(sweep_dir.rglob(RESULT_FILE)):
+        result = json.loads(path.read_text())
+        if result.get("status") not in ("completed", "diverged"):
+            raise ValueError(f"{path}: status {result.get('status')!r}, expected completed")
+        results.append(result)
+    if not results:
+        raise FileNotFoundError(f"no {RESULT_FILE} under {sweep_dir}: run the sweep first")
+    return results
+
+
+def setting(result: Result, key: str) -> str:
+    """A job's value of ``key`` as text: from its overrides (``key=value``), else its hparams."""
+    for override in result["overrides"]:
+        name, _, value = override.partition("=")
+        if name == key:
+            return value
+    return str(result["hparams"][key])
+
+
+def group(results: Iterable[Result], *keys: str) -> dict[tuple[Any, ...], list[Result]]:
+    """Results by their values of ``keys``, each group ordered by seed."""
+    groups: dict[tuple[Any, ...], list[Result]] = defaultdict(list)
+    for result in results:
+        groups[tuple(setting(result, k) for k in keys)].append(result)
+    return {k: sorted(v, key=lambda r: r["hparams"]["seed"]) for k, v in groups.items()}
+
+
+def values(results: list[Result], key: str, part: str = "metrics") -> list[float]:
+    """``key`` of each result's ``part`` (``metrics`` or ``init``), in the results' order."""
+    return [float(r[part][key]) for r in results]
+
+
+# ---- formatting
+
+
+def fmt(value: float) -> str:
+    """Three significant digits; 0 as 0."""
+    if value == 0:
+        return "0"
+    if not math.isfinite(value):
+        return str(value)
+    return f"{value:.3g}"
+
+
+def spread(xs: Sequence[float]) -> str:
+    """``mean ± sd [min, max]`` over seeds (the sample sd; one value alone)."""
+    if len(xs) == 1:
+        return fmt(xs[0])
+    return (
+        f"{fmt(statistics.mean(xs))} ± {fmt(statistics.stdev(xs))} [{fmt(min(xs))}, {fmt(max(xs))}]"
+    )
+
+
+def per_seed(xs: Sequence[float]) -> str:
+    """The values seed by seed: ``a / b / c``."""
+    return " / ".join(fmt(x) for x in xs)
+
+
+def separated(a: Sequence[float], b: Sequence[float]) -> bool:
+    """Whether two settings' ranges over seeds do not overlap (n = 3 can tell them apart)."""
+    return max(a) < min(b) or max(b) < min(a)
+
+
+def holds(flags: Sequence[bool]) -> str:
+    """A threshold claim's verdict over the seeds run."""
+    n = len(flags)
+    return (
+        f"holds in all {n} runs" if all(flags) else f"**does not hold** ({sum(flags)} of {n} runs)"
+    )
+
+
+def table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
+    """A markdown table."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return lines
+
+
+def _n(results: list[Result]) -> int:
+    return len(results)
+
+
+# ---- the experiments
+
+
+def xor(sweeps: list[list[Result]]) -> list[str]:
+    groups = group(sweeps[0], "depth", "activation")
+    rows, learners, others = [], [], []
+    for (depth, activation), rs in sorted(groups.items()):
+        acc, loss = values(rs, "val/acc"), values(rs, "val/loss")
+        rows.append((depth, activation, _n(rs), per_seed(acc), spread(loss)))
+        (learners if int(depth) == 2 and activation != "identity" else others).append(rs)
+    learn = [r["metrics"]["val/acc"] == 1.0 for rs in learners for r in rs]
+    linear = [r["metrics"]["val/loss"] >= math.log(2) - 1e-5 for rs in others for r in rs]
+    return [
+        f"- Depth 2 with tanh or relu fits all four points (val/acc 1.0): {holds(learn)}.",
+        "- The perceptron (depth 1) and two Linear layers without activation (depth 2, identity) "
+        f"stay at val/loss ≥ ln 2 (an affine model's best on XOR): {holds(linear)}.",
+        "",
+        *table(("depth", "activation", "n", "val/acc per seed", "val/loss"), rows),
+    ]
+
+
+def _init(rs: list[Result], key: str) -> list[float]:
+    return values(rs, key, "init")
+
+
+def vanishing_gradients(sweeps: list[list[Result]]) -> list[str]:
+    constant, default = sweeps
+    baseline = {
+        a: _init(rs, "grad_norm/ratio_first_last")
+        for (a,), rs in group(default, "activation").items()
+    }
+    rows = []
+    for (activation, target, value), rs in sorted(
+        group(constant, "activation", "initializer.target_layer", "initializer.value").items(),
+        key=lambda kv: (kv[0][0], int(kv[0][1]), float(kv[0][2])),
+    ):
+        ratio = _init(rs, "grad_norm/ratio_first_last")
+        saturated = _init(rs, f"neurons/saturated_fraction/layer_{int(target):02d}")
+        # Seed by seed: the same network but for the constant layer.
+        base = [r / b for r, b in zip(ratio, baseline[activation], strict=True)]
+        if min(saturated) >= 0.99:
+            shows = f"layer {target} saturated: its outputs are flat, nothing passes below it"
+        elif all(0.5 <= b <= 2 for b in base):
+            shows = "the default init's ratio (within 2x): not the constant layer's doing"
+        elif max(base) < 0.5:
+            shows = "below half the default init's ratio on every seed"
+        else:
+            shows = "mixed: not below half the default init's ratio on every seed"
+        rows.append(
+            (
+                activation,
+                target,
+                value,
+                _n(rs),
+                per_seed(ratio),
+                per_seed(_init(rs, "grad_rms/ratio_first_last")),
+                per_seed(base),
+                per_seed(saturated),
+                shows,
+                per_seed(values(rs, "val/acc")),
+            )
+        )
+    base_rows = [
+        (
+            a,
+            _n(rs),
+            per_seed(_init(rs, "grad_norm/ratio_first_last")),
+            per_seed(_init(rs, "grad_rms/ratio_first_last")),
+        )
+        for (a,), rs in sorted(group(default, "activation").items())
+    ]
+    return [
+        "Step 0, depth 7, width 32. The constant layer's saturated fraction (derivative below 5 % "
+        "of its peak) beside the first/last gradient ratio, and the same network at PyTorch's "
+        "default init for comparison; `grad_rms` is the per-weight (shape-fair) ratio.",
+        "",
+        *table(
+            (
+                "activation",
+                "constant layer",
+                "value",
+                "n",
+                "grad_norm ratio per seed",
+                "grad_rms ratio per seed",
+                "grad_norm ratio / default init's",
+                "saturated fraction of that layer",
+                "what it shows",
+                "val/acc per seed",
+            ),
+            rows,
+        ),
+        "",
+        "Default init (no constant layer):",
+        "",
+        *table(
+            ("activation", "n", "grad_norm ratio per seed", "grad_rms ratio per seed"), base_rows
+        ),
+    ]
+
+
+def depth_without_initializer(sweeps: list[list[Result]]) -> list[str]:
+    groups = group(sweeps[0], "activation", "depth")
+    rows = []
+    for (activation, depth), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], int(kv[0][1]))):
+        hidden = per_seed(_init(rs, "grad_rms/ratio_hidden")) if int(depth) >= 4 else "–"
+        rows.append(
+            (
+                activation,
+                depth,
+                _n(rs),
+                per_seed(_init(rs, "grad_norm/ratio_first_last")),
+                per_seed(_init(rs, "grad_rms/ratio_first_last")),
+                hidden,
+                spread(values(rs, "val/acc")),
+            )
+        )
+    lines = [
+        "Step-0 gradient ratios (first over last Linear: `grad_norm`, and per weight: `grad_rms`; "
+        "`grad_rms/ratio_hidden`: Linear 2 over Linear depth-1, equally shaped hidden layers) "
+        "beside the training outcome (val/acc after 5 epochs of Adam).",
+        "",
+    ]
+    tanh = [r for (a, _), rs in groups.items() if a == "tanh" for r in rs]
+    lowest = min(tanh, key=lambda r: r["init"]["grad_norm/ratio_first_last"])
+    lines.append(
+        '- The old claim "tanh\'s grad_norm ratio stays ≥ 0.03 up to depth 15": '
+        + holds([r["init"]["grad_norm/ratio_first_last"] >= 0.03 for r in tanh])
+        + f"; lowest {fmt(lowest['init']['grad_norm/ratio_first_last'])} "
+        f"(depth {lowest['hparams']['depth']}, seed {lowest['hparams']['seed']})."
+    )
+    for activation in sorted({a for a, _ in groups}):
+        depths = sorted((d for a, d in groups if a == activation), key=int)
+        hidden = {
+            d: _init(groups[activation, d], "grad_rms/ratio_hidden") for d in depths if int(d) >= 4
+        }
+        kept = [d for d, r in hidden.items() if min(r) >= 0.1]
+        lost = [d for d, r in hidden.items() if max(r) < 0.01]
+        shallow = values(groups[activation, "2"], "val/acc")
+        worse = [d for d in depths if max(values(groups[activation, d], "val/acc")) < min(shallow)]
+        lines.append(
+            f"- {activation}: grad_rms hidden ratio ≥ 0.1 on every seed at depth "
+            f"{', '.join(kept) or 'none'}, "
+            f"< 0.01 on every seed at depth {', '.join(lost) or 'none'}; "
+            f"val/acc below depth 2's on every seed at depth {', '.join(worse) or 'none'}."
+        )
+    return [
+        *lines,
+        "",
+        *table(
+            (
+                "activation",
+                "depth",
+                "n",
+                "grad_norm ratio per seed",
+                "grad_rms ratio per seed",
+                "grad_rms hidden ratio per seed",
+                "val/acc",
+            ),
+            rows,
+        ),
+    ]
+
+
+def dying_relu(sweeps: list[list[Result]]) -> list[str]:
+    rows, fixed = [], []
+    for (target, fix_bias), rs in sorted(
+        group(sweeps[0], "initializer.target_layer", "initializer.fix_bias").items()
+    ):
+        dead = _init(rs, f"neurons/dead_fraction/layer_{int(target):02d}")
+        grad = _init(rs, "grad_norm/layer_01")
+        fix_bias = fix_bias.lower()  # "true" from an override, "True" from hparams
+        if fix_bias == "true":
+            fixed += [d == 1.0 and g == 0.0 for d, g in zip(dead, grad, strict=True)]
+        rows.append(
+            (
+                target,
+                fix_bias,
+                _n(rs),
+                per_seed(dead),
+                per_seed(grad),
+                spread(values(rs, "val/acc")),
+            )
+        )
+    return [
+        "- `fix_bias=true`: the negative layer is all dead at step 0 and `grad_norm/layer_01` is "
+        f"exactly 0: {holds(fixed)}.",
+        "",
+        *table(
+            (
+                "target layer",
+                "fix_bias",
+                "n",
+                "dead fraction of that layer at step 0",
+                "grad_norm/layer_01 at step 0",
+                "val/acc",
+            ),
+            rows,
+        ),
+    ]
+
+
+def leaky_relu_rescue(sweeps: list[list[Result]]) -> list[str]:
+    groups = group(sweeps[0], "activation", "initializer")
+    dead = "neurons/dead_fraction"
+    rows = [
+        (
+            a,
+            i,
+            _n(rs),
+            per_seed(_init(rs, dead)),
+            per_seed(values(rs, dead)),
+            per_seed(values(rs, "val/acc")),
+        )
+        for (a, i), rs in sorted(groups.items())
+    ]
+    leaky = [r for (a, _), rs in groups.items() if a == "leaky_relu" for r in rs]
+    relu_acc = values(groups["relu", "default"], "val/acc")
+    leaky_acc = values(groups["leaky_relu", "default"], "val/acc")
+    if not separated(relu_acc, leaky_acc):
+        verdict = "the ranges overlap: n = 3 does not separate them"
+    elif min(leaky_acc) > max(relu_acc):
+        verdict = "leaky_relu higher on every seed"
+    else:
+        verdict = "relu higher on every seed"
+    relu_dead = values(groups["relu", "default"], dead)
+    return [
+        "- leaky_relu has 0 dead units at step 0 and at the end: "
+        + holds([r["init"][dead] == 0.0 == r["metrics"][dead] for r in leaky])
+        + ". This holds by construction: its derivative is never below its slope 0.01, above "
+        "the dead tolerance 1e-8.",
+        f"- Default init at lr 0.1: relu ends with {fmt(min(relu_dead))}–{fmt(max(relu_dead))} of "
+        f"its units dead, yet its val/acc {per_seed(relu_acc)} against leaky_relu's "
+        f"{per_seed(leaky_acc)}: {verdict}.",
+        "",
+        *table(
+            (
+                "activation",
+                "initializer",
+                "n",
+                "dead at step 0",
+                "dead at the end",
+                "val/acc per seed",
+            ),
+            rows,
+        ),
+    ]
+
+
+def universal_approximation(sweeps: list[list[Result]]) -> list[str]:
+    groups = group(sweeps[0], "width")
+    widths = sorted(groups, key=lambda k: int(k[0]))
+    rows = [
+        (
+            w,
+            _n(groups[(w,)]),
+            per_seed(values(groups[(w,)], "val/mse")),
+            spread(values(groups[(w,)], "val/mse")),
+            per_seed(values(groups[(w,)], "neurons/dead_fraction")),
+        )
+        for (w,) in widths
+    ]
+    falling = []
+    for i in range(len(groups[widths[0]])):  # seed by seed (each group is ordered by seed)
+        mse = [groups[w][i]["metrics"]["val/mse"] for w in widths]
+        falling.append(all(a > b for a, b in pairwise(mse)))
+    pairs = [
+        f"{a[0]} and {b[0]}"
+        for a, b in pairwise(widths)
+        if not separated(values(groups[a], "val/mse"), values(groups[b], "val/mse"))
+    ]
+    all_dead = [
+        f"width {w} at seed {r['hparams']['seed']}"
+        for (w,) in widths
+        for r in groups[(w,)]
+        if r["metrics"]["neurons/dead_fraction"] == 1.0
+    ]
+    return [
+        f"- val/mse falls at every step of width 2 → 8 → 32 → 128: {holds(falling)}.",
+        f"- Neighbouring widths not separated over seeds: {', '.join(pairs) or 'none'}.",
+        "- Every hidden unit dead at the end (a constant output): "
+        f"{', '.join(all_dead) or 'never'}.",
+        "",
+        *table(
+            ("width", "n", "val/mse per seed", "val/mse", "dead fraction at the end per seed"), rows
+        ),
+    ]
+
+
+def zero_centering(sweeps: list[list[Result]]) -> list[str]:
+    groups = group(sweeps[0], "activation")
+    loss = {a: values(rs, "train/loss") for (a,), rs in groups.items()}
+    diff = [s - z for s, z in zip(loss["sigmoid"], loss["zero_centred_sigmoid"], strict=True)]
+    return [
+        "- zero-centred sigmoid below sigmoid in final train/loss: "
+        f"{holds([d > 0 for d in diff])}, "
+        f"by {per_seed(diff)}.",
+        "- tanh below both on every seed: "
+        + holds(
+            [
+                t < min(s, z)
+                for t, s, z in zip(
+                    loss["tanh"], loss["sigmoid"], loss["zero_centred_sigmoid"], strict=True
+                )
+            ]
+        )
+        + ".",
+        "",
+        *table(
+            ("activation", "n", "final train/loss per seed", "final train/loss"),
+            [(a, len(v), per_seed(v), spread(v)) for a, v in sorted(loss.items())],
+        ),
+    ]
+
+
+RECOMMENDED_INIT = {"selu": "lecun_normal", "relu": "kaiming_normal", "tanh": "xavier_normal"}
+
+
+def selu_self_normalizing(sweeps: list[list[Result]]) -> list[str]:
+    groups = group(sweeps[0], "activation", "initializer")
+    rows = []
+    for (activation, init), rs in sorted(groups.items()):
+        role = []
+        if init == "lecun_normal":
+            role.append("shared")
+        if RECOMMENDED_INIT.get(activation) == init:
+            role.append("recommended")
+        first, last = _init(rs, "activations/std/layer_01"), _init(rs, "activations/std/layer_31")
+        factor = [(b / a) ** (1 / 30) for a, b in zip(first, last, strict=True)]
+        rows.append(
+            (
+                activation,
+                init,
+                ", ".join(role) or "–",
+                _n(rs),
+                per_seed(last),
+                per_seed(factor),
+                spread(values(rs, "val/acc")),
+            )
+        )
+    selu = _init(groups["selu", "lecun_normal"], "activations/std/layer_31")
+    return [
+        "Depth 32, width 64, digits, Adam lr 1e-3, 10 epochs. `std x per layer` is "
+        "(std at layer 31 / std at layer 1)^(1/30) at step 0: x0.71 is a halving variance. "
+        "On the square hidden layers xavier_normal (gain 1) is lecun_normal, and He's gain for "
+        "selu is 1, so those rows share their step-0 std; they differ in the input and output "
+        "layers.",
+        "",
+        "- selu at lecun_normal keeps std in [0.8, 1.25] at layer 31: "
+        f"{holds([0.8 < s < 1.25 for s in selu])}.",
+        "",
+        *table(
+            (
+                "activation",
+                "initializer",
+                "which",
+                "n",
+                "std at layer 31 per seed",
+                "std x per layer",
+                "val/acc",
+            ),
+            rows,
+        ),
+    ]
+
+
+def _parameters(result: Result) -> int:
+    """The trainable parameter count of a job's network, rebuilt from its overrides."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from fcn_research.train import CONF_DIR, build
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR), job_name="train"):
+        cfg = compose("train", overrides=[*result["overrides"], "output_dir=unused"])
+    GlobalHydra.instance().clear()
+    _, module = build(cfg)
+    return sum(p.numel() for p in module.model.parameters())
+
+
+def _acc_rows(
+    groups: dict[tuple[Any, ...], list[Result]],
+) -> tuple[list[tuple[Any, ...]], list[str]]:
+    """Rows with val/acc spread, each marked whether n = 3 separates it from the best mean."""
+    accs = {k: values(rs, "val/acc") for k, rs in groups.items()}
+    best = max(accs, key=lambda k: statistics.mean(accs[k]))
+    rows = []
+    for key, acc in sorted(accs.items(), key=lambda kv: -statistics.mean(kv[1])):
+        mark = (
+            "best mean"
+            if key == best
+            else ("below" if separated(acc, accs[best]) else "not separated from the best")
+        )
+        rows.append((*key, len(acc), spread(acc), mark))
+    return rows, [" ".join(best)]
+
+
+def maxout(sweeps: list[list[Result]]) -> list[str]:
+    results = [r for rs in sweeps for r in rs]
+    groups = group(results, "activation", "width")
+    rows = []
+    for (activation, width), rs in sorted(groups.items()):
+        rows.append(
+            (
+                activation,
+                width,
+                _parameters(rs[0]),
+                _n(rs),
+                per_seed(values(rs, "val/acc")),
+                spread(values(rs, "val/acc")),
+            )
+        )
+    acc = {k: values(rs, "val/acc") for k, rs in groups.items()}
+    keys = sorted(acc)
+    pairs = [
+        f"{a[0]} (width {a[1]}) vs {b[0]} (width {b[1]}): "
+        + ("separated" if separated(acc[a], acc[b]) else "not separated over seeds")
+        for i, a in enumerate(keys)
+        for b in keys[i + 1 :]
+    ]
+    return [
+        "Spiral, depth 3, 30 epochs. Maxout at width 22 has about relu's parameter count at "
+        "width 32 (maxout's Linears are twice as wide: 2 pieces per unit).",
+        "",
+        *(f"- {p}." for p in pairs),
+        "",
+        *table(("activation", "width", "parameters", "n", "val/acc per seed", "val/acc"), rows),
+    ]
+
+
+def pruning(sweeps: list[list[Result]]) -> list[str]:
+    groups = group(sweeps[0], "callbacks.pruning.amount")
+    keys = sorted(groups, key=lambda k: float(k[0]))
+    rows = []
+    for (amount,) in keys:
+        rs = groups[(amount,)]
+        epochs = rs[0]["epochs"]
+        rows.append(
+            (
+                amount,
+                _n(rs),
+                fmt(1 - (1 - float(amount)) ** epochs),
+                spread(values(rs, "pruning/sparsity")),
+                spread(values(rs, "val/acc")),
+                per_seed(values(rs, "val/acc")),
+            )
+        )
+    pairs = [
+        f"{a[0]} and {b[0]}"
+        for a, b in pairwise(keys)
+        if not separated(values(groups[a], "val/acc"), values(groups[b], "val/acc"))
+    ]
+    return [
+        "Digits, depth 3, width 64, 10 epochs; val/acc of the final (pruned) network.",
+        "",
+        "- Neighbouring amounts whose val/acc n = 3 does not separate: "
+        f"{', '.join(pairs) or 'none'}.",
+        "",
+        *table(
+            (
+                "amount",
+                "n",
+                "1 - (1 - amount)^epochs",
+                "pruning/sparsity",
+                "val/acc",
+                "val/acc per seed",
+            ),
+            rows,
+        ),
+    ]
+
+
+def activation_zoo(sweeps: list[list[Result]]) -> list[str]:
+    default, *recommended, matched = sweeps
+    lines = [
+        "Depth 4, width 32, 20 epochs. Each activation at PyTorch's default init, and at its "
+        "recommended one (kaiming_normal for the ReLU family, softplus and maxout; "
+        "xavier_normal for tanh, the sigmoids and identity; lecun_normal for selu); maxout also at "
+        "width 22, about relu's parameter count at width 32. Marked against the best mean of its "
+        "table: `not separated` when their ranges over seeds overlap.",
+    ]
+    for data in ("digits", "spiral"):
+        for title, results in (
+            ("default init", default),
+            ("recommended init", [r for rs in recommended for r in rs]),
+        ):
+            rs = [r for r in results if r["hparams"]["data"] == data]
+            rows, _ = _acc_rows(group(rs, "activation"))
+            lines += [
+                "",
+                f"**{data}, {title}**",
+                "",
+                *table(("activation", "n", "val/acc", "vs best"), rows),
+            ]
+        rs = [r for r in matched if r["hparams"]["data"] == data]
+        lines += [
+            "",
+            f"maxout at width 22 ({data}, default init): val/acc "
+            f"{spread(values(rs, 'val/acc'))}, n = {len(rs)}.",
+        ]
+    return lines
+
+
+EXPERIMENTS = (
+    Experiment("xor", (("experiment=xor", SEEDS),), xor),
+    Experiment(
+        "vanishing_gradients",
+        (
+            ("experiment=vanishing_gradients", SEEDS),
+            ("experiment=depth_without_initializer", "activation=sigmoid,tanh", "depth=7", SEEDS),
+        ),
+        vanishing_gradients,
+    ),
+    Experiment(
+        "depth_without_initializer",
+        (("experiment=depth_without_initializer", SEEDS),),
+        depth_without_initializer,
+    ),
+    Experiment("dying_relu", (("experiment=dying_relu", SEEDS),), dying_relu),
+    Experiment("leaky_relu_rescue", (("experiment=leaky_relu_rescue", SEEDS),), leaky_relu_rescue),
+    Experiment(
+        "universal_approximation",
+        (("experiment=universal_approximation", SEEDS),),
+        universal_approximation,
+    ),
+    Experiment("zero_centering", (("experiment=zero_centering",),), zero_centering),
+    Experiment(
+        "selu_self_normalizing",
+        (("experiment=selu_self_normalizing", SEEDS),),
+        selu_self_normalizing,
+    ),
+    Experiment(
+        "maxout",
+        (("experiment=maxout",), ("experiment=maxout", "activation=maxout", "width=22")),
+        maxout,
+    ),
+    Experiment("pruning", (("experiment=pruning", SEEDS),), pruning),
+    Experiment(
+        "activation_zoo",
+        (
+            ("experiment=activation_zoo",),
+            (
+                "experiment=activation_zoo",
+                "activation=relu,leaky_relu,elu,gelu,silu,softplus,maxout",
+                "initializer=kaiming_normal",
+            ),
+            (
+                "experiment=activation_zoo",
+                "activation=tanh,sigmoid,zero_centred_sigmoid,identity",
+                "initializer=xavier_normal",
+            ),
+            ("experiment=activation_zoo", "activation=selu", "initializer=lecun_normal"),
+            ("experiment=activation_zoo", "activation=maxout", "width=22"),
+        ),
+        activation_zoo,
+    ),
+)
+BY_NAME = {e.name: e for e in EXPERIMENTS}
+
+
+def sweep_dir(root: Path, experiment: Experiment, index: int) -> Path:
+    """Where sweep ``index`` of ``experiment`` writes its jobs under ``root``."""
+    return root / experiment.name / str(index)
+
+
+def run(experiment: Experiment, root: Path) -> None:
+    """Run the experiment's sweeps (through the real CLI) into ``root``."""
+    root.mkdir(parents=True, exist_ok=True)
+    for index, sweep in enumerate(experiment.sweeps):
+        subprocess.run(
+            [
+                sys.executable,
+                str(ROOT / "train.py"),
+                "-m",
+                *sweep,
+                "trainer.enable_progress_bar=false",
+                f"hydra.sweep.dir={sweep_dir(root, experiment, index)}",
+            ],
+            check=True,
+            cwd=root,
+            env={**os.environ, "PYTHONWARNINGS": "ignore"},
+        )
+
+
+def section(experiment: Experiment, root: Path) -> list[str]:
+    """The experiment's markdown section, from the result.json files under ``root``."""
+    sweeps = [load(sweep_dir(root, experiment, i)) for i in range(len(experiment.sweeps))]
+    commands = "\n".join(f"    {c}" for c in experiment.commands())
+    return [f"## {experiment.name}", "", commands, "", *experiment.summarize(sweeps), ""]
+
+
+HEADER = [
+    "# Experiments: the numbers",
+    "",
+    "Generated by `python scripts/experiments.py --run <sweeps dir>` from the result.json files",
+    "of the commands listed under each experiment (seeds 0, 1, 2 unless the experiment sweeps",
+    "seeds itself; 2 CPU cores). Do not edit by hand. Over seeds: mean ± sd [min, max]; n = the",
+    "number of seeds.",
+    "Two settings whose ranges over seeds overlap are reported as not separated, not ranked.",
+    "",
+]
+
+
+def write(root: Path, out: Path, names: Sequence[str] = tuple(BY_NAME)) -> str:
+    """Write ``out`` from the sweeps under ``root`` (``<root>/<experiment>/<sweep index>``)."""
+    lines = [*HEADER]
+    for name in names:
+        lines += section(BY_NAME[name], root)
+    text = "\n".join(lines)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(text)
+    tmp.replace(out)
+    return text
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python scripts/experiments.py [--run] <sweeps dir>``: write docs/experiments.md."""
+    parser = argparse.ArgumentParser(prog="experiments", description=__doc__.splitlines()[0])
+    parser.add_argument("sweeps", type=Path, help="holds <experiment>/<sweep index>/ job dirs")
+    parser.add_argument("--run", action="store_true", help="run the sweeps first (CPU: ~15 min)")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "experiments.md")
+    parser.add_argument("--only", nargs="+", choices=list(BY_NAME), default=list(BY_NAME))
+    args = parser.parse_args(argv)
+    if args.run:
+        for name in args.only:
+            run(BY_NAME[name], args.sweeps)
+    try:
+        write(args.sweeps, args.out, args.only)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"experiments: error: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.out}")
+    return 0

@@ -44,6 +44,10 @@ class Experiment:
         return [" ".join(("python train.py -m", *sweep)) for sweep in self.sweeps]
 
 
+def _at_depths(depths: Sequence[str]) -> str:
+    return f"at depth {', '.join(depths)}" if depths else "at no depth"
+
+
 # ---- reading results
 
 
@@ -272,10 +276,9 @@ def depth_without_initializer(sweeps: list[list[Result]]) -> list[str]:
         shallow = values(groups[activation, "2"], "val/acc")
         worse = [d for d in depths if max(values(groups[activation, d], "val/acc")) < min(shallow)]
         lines.append(
-            f"- {activation}: grad_rms hidden ratio ≥ 0.1 on every seed at depth "
-            f"{', '.join(kept) or 'none'}, "
-            f"< 0.01 on every seed at depth {', '.join(lost) or 'none'}; "
-            f"val/acc below depth 2's on every seed at depth {', '.join(worse) or 'none'}."
+            f"- {activation}: grad_rms hidden ratio ≥ 0.1 on every seed {_at_depths(kept)}, "
+            f"< 0.01 on every seed {_at_depths(lost)}; "
+            f"val/acc below depth 2's on every seed {_at_depths(worse)}."
         )
     return [
         *lines,

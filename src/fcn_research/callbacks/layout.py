@@ -10,6 +10,7 @@ from fcn_research.callbacks.probe import tensorboard
 LAYOUT = {
     "depth": {
         "gradient norm per layer": ["Multiline", [r"grad_norm/layer_\d+"]],
+        "gradient RMS per weight, per layer": ["Multiline", [r"grad_rms/layer_\d+"]],
         "dead fraction per layer": ["Multiline", [r"neurons/dead_fraction/layer_\d+"]],
         "saturated fraction per layer": ["Multiline", [r"neurons/saturated_fraction/layer_\d+"]],
         "activation std per layer": ["Multiline", [r"activations/std/layer_\d+"]],

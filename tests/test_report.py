@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from matplotlib.figure import Figure
 
+from fcn_research import report as report_module
 from fcn_research.report import fmt, main, write_report
 from fcn_research.results import read_result, write_json_atomic
 
@@ -68,14 +70,34 @@ def md_cell(values: list[float]) -> str:
     return f"{mean}{spread} (n={len(values)})"
 
 
-def write_fake_sweep(path: Path, task: list[str], jobs: list[dict]) -> Path:
-    """A sweep dir without training: multirun.yaml plus one result.json per job."""
+def write_fake_sweep(
+    path: Path, task: list[str], jobs: list[dict], data_target: str | None = None
+) -> Path:
+    """A sweep dir without training: multirun.yaml plus one result.json (and config) per job."""
     path.mkdir(parents=True)
     (path / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {"overrides": {"task": task}}}))
     for job in jobs:
         name = ",".join(sorted(job["overrides"]))
         write_json_atomic(path / name / "result.json", {"status": "completed", **job})
+        if data_target is not None:
+            (path / name / ".hydra").mkdir()
+            config = {"data": {"_target_": data_target}}
+            (path / name / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
     return path
+
+
+@pytest.fixture
+def figures(monkeypatch: pytest.MonkeyPatch) -> dict[str, Figure]:
+    """Every figure the report saves, by file name (the PNGs are still written)."""
+    saved: dict[str, Figure] = {}
+    save = report_module._save
+
+    def keep(fig: Figure, path: Path) -> None:
+        saved[path.name] = fig
+        save(fig, path)
+
+    monkeypatch.setattr(report_module, "_save", keep)
+    return saved
 
 
 def test_report_matches_each_jobs_result(run_cli, sweep: Path) -> None:
@@ -249,3 +271,109 @@ def test_nan_metric_of_a_completed_job_is_counted_and_n_shown(tmp_path: Path) ->
     md = (sweep / "report" / "summary.md").read_text()
     assert "| 2 | 0.600 ± 0.141 (n=2, 1 NaN/inf) |" in md
     assert "| 3 | 0.850 ± 0.071 (n=2, 1 NaN/inf) |" in md
+
+
+@pytest.mark.parametrize(
+    ("data_target", "seeds", "chance", "title"),
+    [
+        ("fcn_research.data.Playground2D", [0], 0.5, "final, one seed, n per cell"),
+        ("fcn_research.data.Digits", [0, 1], 0.1, "final, mean ± std over 2 seeds, n per cell"),
+    ],
+)
+def test_heatmap_scale_runs_from_chance_and_title_says_seeds(
+    tmp_path: Path,
+    figures: dict[str, Figure],
+    data_target: str,
+    seeds: list[int],
+    chance: float,
+    title: str,
+) -> None:
+    # Accuracies within 2.5 points: the colours must not stretch them over the whole scale.
+    accs = {("relu", 2): 0.940, ("relu", 3): 0.950, ("tanh", 2): 0.955, ("tanh", 3): 0.965}
+    jobs = [
+        {
+            "overrides": [f"activation={a}", f"depth={d}", f"seed={s}"],
+            "hparams": {"activation": a, "depth": d, "seed": s},
+            "metrics": {"val/acc": acc + s / 1000, "neurons/dead_fraction": 0.01},
+        }
+        for (a, d), acc in accs.items()
+        for s in seeds
+    ]
+    task = ["activation=relu,tanh", "depth=2,3", f"seed={','.join(map(str, seeds))}"]
+    write_report(write_fake_sweep(tmp_path / "sweep", task, jobs, data_target))
+
+    fig = figures["heatmap_val_acc.png"]
+    norm = fig.axes[0].images[0].norm
+    assert (norm.vmin, norm.vmax) == (pytest.approx(chance), 1.0)
+    assert fig.get_suptitle() == f"val/acc: {title}; colour scale {fmt(chance)} = chance to 1"
+    cell_texts = [t.get_text() for t in fig.axes[0].texts]
+    assert len(cell_texts) == 4
+    assert all(f"(n={len(seeds)})" in t for t in cell_texts)
+    assert ("±" in cell_texts[0]) == (len(seeds) > 1)
+
+    dead = figures["heatmap_neurons_dead_fraction.png"]
+    assert (dead.axes[0].images[0].norm.vmin, dead.axes[0].images[0].norm.vmax) == (0.0, 1.0)
+    assert dead.get_suptitle().endswith("; colour scale 0 to 1")
+
+
+def test_accuracy_scale_without_known_chance_starts_at_zero(
+    tmp_path: Path, figures: dict[str, Figure]
+) -> None:
+    jobs = [
+        {"overrides": [f"depth={d}"], "hparams": {"depth": d}, "metrics": {"val/acc": 0.9}}
+        for d in (2, 3)
+    ]
+    write_report(write_fake_sweep(tmp_path / "sweep", ["depth=2,3"], jobs))
+
+    fig = figures["heatmap_val_acc.png"]
+    assert (fig.axes[0].images[0].norm.vmin, fig.axes[0].images[0].norm.vmax) == (0.0, 1.0)
+    assert fig.get_suptitle().endswith("; colour scale 0.000 to 1")
+
+
+def test_21_configurations_sort_numerically_and_every_line_differs(
+    tmp_path: Path, figures: dict[str, Figure]
+) -> None:
+    from torch.utils.tensorboard import SummaryWriter
+
+    depths = [2, 3, 4, 5, 7, 10, 15]  # typed out of order below: 10 must not come before 2
+    jobs = []
+    for a in ("relu", "tanh", "sigmoid"):
+        for d in depths:
+            grad = {f"grad_norm/layer_{k:02d}": 10.0**-k for k in range(1, d + 1)}
+            dead = {f"neurons/dead_fraction/layer_{k:02d}": 0.01 * k for k in range(1, d)}
+            jobs.append(
+                {
+                    "overrides": [f"activation={a}", f"depth={d}"],
+                    "hparams": {"activation": a, "depth": d},
+                    "metrics": {"val/acc": 0.95, **dead},
+                    "init": grad,
+                }
+            )
+    task = ["activation=relu,tanh,sigmoid", "depth=10,15,2,3,4,5,7"]
+    sweep = write_fake_sweep(tmp_path / "sweep", task, jobs, "fcn_research.data.Playground2D")
+    for job in jobs:
+        with SummaryWriter(sweep / ",".join(sorted(job["overrides"]))) as writer:
+            for step, acc in ((10, 0.7), (20, 0.9), (30, 0.95)):
+                writer.add_scalar("val/acc", acc, step)
+
+    write_report(sweep)
+
+    expected = [
+        f"activation={a}, depth={d} (n=1)" for a in ("relu", "tanh", "sigmoid") for d in depths
+    ]
+    md = (sweep / "report" / "summary.md").read_text()
+    assert "| activation \\ depth | 2 | 3 | 4 | 5 | 7 | 10 | 15 |" in md
+    for name in ("grad_norm_init.png", "dead_fraction_final.png", "val_curves.png"):
+        ax = figures[name].axes[-1]
+        handles, labels = ax.get_legend_handles_labels()
+        assert labels == expected, name
+        styles = {(str(h.get_color()), h.get_linestyle(), h.get_marker()) for h in handles}
+        assert len(styles) == 21, name
+        assert "one seed" in ax.get_title() or name == "val_curves.png"
+
+    dead_ax = figures["dead_fraction_final.png"].axes[0]
+    assert dead_ax.get_ylim()[0] <= 0.0 and dead_ax.get_ylim()[1] >= 1.0
+    curves = figures["val_curves.png"].axes[0]
+    assert curves.get_xlabel() == "optimizer step (trainer.global_step)"
+    assert curves.get_ylim()[0] <= 0.5 and curves.get_ylim()[1] >= 1.0
+    assert curves.get_title() == "val/acc (y from 0.500 = chance to 1)"

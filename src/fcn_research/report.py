@@ -12,6 +12,12 @@ How a sweep is summarised (also written at the top of ``summary.md``):
 - Pivots and heatmaps span the two axes with the most values (ties: sweep order; rows first
   in sweep order). Every further axis is a facet: one table and one heatmap panel per value
   combination. A single-axis sweep gives a one-column pivot.
+- An axis whose values are numbers lists them in numeric order (2, 3, 10, not 10, 2, 3), in
+  tables, heatmaps and legends alike; other values keep their sweep order.
+- Figures use scales a reader can trust: accuracy colours run from chance (1/num_classes of
+  the sweep's data) to 1, fractions from 0 to 1, other metrics from 0 (or their minimum, if
+  negative) to their maximum, or log over their data range when a ratio spans decades; each
+  heatmap's title says its scale and whether cells average several seeds.
 - Jobs named in ``multirun.yaml`` but without a directory are ``not started``; a directory
   without ``result.json`` is ``missing`` (interrupted, or not yet written).
 """
@@ -37,6 +43,7 @@ from typing import IO, Any
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from hydra.errors import HydraException
+from hydra.utils import get_class
 from matplotlib import colormaps
 from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
@@ -55,6 +62,8 @@ MISSING = "missing"  # a job dir without result.json
 NOT_STARTED = "not started"  # in multirun.yaml, but no job dir
 DASH = "–"
 NON_FINITE = "NaN/inf"  # a completed job whose metric is NaN or inf (null in result.json)
+LINE_STYLES = ("-", "--", ":", "-.")
+MARKERS = ("o", "s", "^", "D", "v", "P")
 GRAD_NORM_LAYER = re.compile(r"^grad_norm/layer_(\d+)$")
 DEAD_LAYER = re.compile(r"^neurons/dead_fraction/layer_(\d+)$")
 
@@ -159,9 +168,15 @@ def _dirname_values(name: str) -> dict[str, str]:
 
 def _sort_key(value: str) -> tuple[int, float, str]:
     try:
-        return (0, float(value), value)
+        number = float(value)
     except ValueError:
         return (1, 0.0, value)
+    return (0, number, value) if math.isfinite(number) else (1, 0.0, value)
+
+
+def _numbers_first(values: list[str]) -> list[str]:
+    """Numbers in numeric order, then the other values in their given order."""
+    return sorted(values, key=lambda v: _sort_key(v)[:2])
 
 
 def load_sweep(path: str | os.PathLike[str]) -> Sweep:
@@ -197,6 +212,7 @@ def load_sweep(path: str | os.PathLike[str]) -> Sweep:
         if key in axes or len(seen) > 1:
             extra = sorted(seen - set(axes.get(key, [])), key=_sort_key)
             axes[key] = axes.get(key, []) + extra
+    axes = {k: _numbers_first(v) for k, v in axes.items()}
 
     if enumerable and swept:
         done = {tuple(job.values.get(k) for k in swept) for job in jobs}
@@ -360,18 +376,66 @@ def _slug(metric: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "_", metric).strip("_")
 
 
+def chance_level(sweep: Sweep) -> float | None:
+    """1/num_classes of the sweep's classification data (the lowest if jobs differ), or None.
+
+    Read from each job's ``.hydra/config.yaml`` (``data._target_``); only this package's own
+    datamodules are imported, so a report never runs code a sweep did not come with.
+    """
+    levels: set[float] = set()
+    targets = set()
+    for job in sweep.jobs:
+        config = job.path / ".hydra" / "config.yaml" if job.path else None
+        if config is not None and config.is_file():
+            targets.add(OmegaConf.select(OmegaConf.load(config), "data._target_", default=None))
+    for target in targets:
+        if not isinstance(target, str) or not target.startswith("fcn_research."):
+            continue
+        try:
+            cls = get_class(target)
+        except (ImportError, ValueError):
+            continue
+        classes = getattr(cls, "num_classes", None)
+        if getattr(cls, "task", None) != "regression" and isinstance(classes, int):
+            levels.add(1 / max(classes, 2))  # binary datamodules say 1 or 2 classes
+    return min(levels) if levels else None
+
+
+def _accuracy_floor(sweep: Sweep, low: float) -> tuple[float, str]:
+    """Where an accuracy scale starts: chance (0 if unknown), lower if the data go below it."""
+    chance = chance_level(sweep)
+    bottom = min(low, 0.0 if chance is None else chance)
+    return bottom, fmt(bottom) + (" = chance" if chance is not None and bottom == chance else "")
+
+
+def colour_scale(sweep: Sweep, metric: str, finite: Sequence[float]) -> tuple[Normalize, str]:
+    """The heatmap's colour scale (see the module docstring) and the words that state it."""
+    low, high = min(finite), max(finite)
+    if metric.endswith("/acc"):
+        bottom, named = _accuracy_floor(sweep, low)
+        return Normalize(bottom, 1.0), f"colour scale {named} to 1"
+    if metric.startswith("neurons/"):
+        return Normalize(0.0, 1.0), "colour scale 0 to 1"
+    if "ratio" in metric and low > 0 and high / low > 100:
+        return LogNorm(low, high), f"log colour scale {fmt(low)} to {fmt(high)} (data range)"
+    if low >= 0:
+        return Normalize(0.0, high or 1.0), f"colour scale 0 to {fmt(high or 1.0)}"
+    return Normalize(low, high), f"colour scale {fmt(low)} to {fmt(high)} (data range)"
+
+
+def over_seeds(sweep: Sweep, statistic: str = "mean ± std") -> str:
+    """``mean ± std over 3 seeds`` when the sweep has several seeds, else ``one seed``."""
+    seeds = len(sweep.axes.get(REPLICATE_AXIS, []))
+    return f"{statistic} over {seeds} {REPLICATE_AXIS}s" if seeds > 1 else f"one {REPLICATE_AXIS}"
+
+
 def heatmap(sweep: Sweep, metric: str, path: Path) -> str | None:
     """Heatmap of the metric's pivots (one panel per facet); a note instead if it has no data."""
     panels = pivots(sweep, metric)
     finite = [c.mean for p in panels for row in p.cells for c in row if c.mean is not None]
     if not finite:
         return f"heatmap of {metric}: skipped, no completed job reports it"
-    if metric.startswith("neurons/"):
-        norm: Normalize = Normalize(0.0, 1.0)
-    elif "ratio" in metric and min(finite) > 0 and max(finite) / min(finite) > 100:
-        norm = LogNorm(min(finite), max(finite))
-    else:
-        norm = Normalize(min(finite), max(finite))
+    norm, scale = colour_scale(sweep, metric, finite)
     cmap = colormaps["viridis"].with_extremes(bad="lightgrey")
     ncols = min(len(panels), 3)
     nrows = math.ceil(len(panels) / ncols)
@@ -402,7 +466,7 @@ def heatmap(sweep: Sweep, metric: str, path: Path) -> str | None:
     for ax in list(axs.flat)[len(panels) :]:
         ax.set_axis_off()
     fig.colorbar(image, ax=axs, label=metric)
-    fig.suptitle(f"{metric}: final, mean ± std over {REPLICATE_AXIS}s")
+    fig.suptitle(f"{metric}: final, {over_seeds(sweep)}, n per cell; {scale}")
     _save(fig, path)
     return None
 
@@ -411,10 +475,26 @@ def _indices(grid: list[list[float]]) -> list[tuple[int, int]]:
     return [(i, j) for i, row in enumerate(grid) for j in range(len(row))]
 
 
+def line_styles(n: int) -> list[dict[str, Any]]:
+    """``n`` distinct (colour, line style, marker) keyword sets: 10 colours x 4 styles x 6 markers.
+
+    The first 10 differ by colour alone; after 240 the combinations repeat.
+    """
+    colours = colormaps["tab10"].colors
+    return [
+        {
+            "color": colours[i % len(colours)],
+            "linestyle": LINE_STYLES[i // len(colours) % len(LINE_STYLES)],
+            "marker": MARKERS[i // (len(colours) * len(LINE_STYLES)) % len(MARKERS)],
+        }
+        for i in range(n)
+    ]
+
+
 def _layer_profiles(
     sweep: Sweep, pattern: re.Pattern[str], section: str, statuses: set[str] | None
-) -> dict[str, dict[int, float]]:
-    """Per configuration label: layer -> mean over seeds of the matching per-layer keys."""
+) -> dict[str, tuple[dict[int, float], int]]:
+    """Per configuration label: (layer -> mean over seeds of the per-layer keys, n jobs)."""
     collected: dict[str, dict[int, list[float]]] = {}
     for job in sweep.jobs:
         if statuses is not None and job.status not in statuses:
@@ -427,7 +507,10 @@ def _layer_profiles(
                 layers.setdefault(int(match.group(1)), []).append(v)
     order = [sweep.label(c) for c in sweep.configs()]
     return {
-        label: {layer: statistics.fmean(vs) for layer, vs in sorted(collected[label].items())}
+        label: (
+            {layer: statistics.fmean(vs) for layer, vs in sorted(collected[label].items())},
+            max(len(vs) for vs in collected[label].values()),
+        )
         for label in sorted(collected, key=lambda x: order.index(x) if x in order else len(order))
     }
 
@@ -442,22 +525,31 @@ def layer_profile(
     ylabel: str,
     title: str,
     log: bool,
+    ylim: tuple[float, float] | None = None,
 ) -> str | None:
-    """One line per configuration over the layer index; a note instead if no job has the keys."""
+    """One line per configuration over the layer index; a note instead if no job has the keys.
+
+    ``ylim`` fixes the y range (a fraction: 0 to 1) so that small differences look small.
+    """
     profiles = _layer_profiles(sweep, pattern, section, statuses)
     if not profiles:
         keys = pattern.pattern.strip("^$").replace(r"(\d+)", "XX")
         return f"{title}: skipped, no job has {keys} in `{section}`"
     fig = Figure(figsize=(7.5, 4.2), layout="constrained")
     ax = fig.subplots()
-    for label, layers in profiles.items():
+    for (label, (layers, n)), style in zip(
+        profiles.items(), line_styles(len(profiles)), strict=True
+    ):
         points = [(k, v) for k, v in layers.items() if v > 0 or not log]
-        ax.plot([k for k, _ in points], [v for _, v in points], marker="o", label=label)
+        ax.plot([k for k, _ in points], [v for _, v in points], label=f"{label} (n={n})", **style)
     if log:
         ax.set_yscale("log")
+    if ylim is not None:
+        margin = 0.02 * (ylim[1] - ylim[0])
+        ax.set_ylim(ylim[0] - margin, ylim[1] + margin)
     ax.set_xlabel("layer (1 = input side)")
     ax.set_ylabel(ylabel)
-    ax.set_title(title)
+    ax.set_title(f"{title}, {over_seeds(sweep, 'mean')}")
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     _save(fig, path)
@@ -476,34 +568,37 @@ def read_curves(job_dir: Path, tags: Sequence[str]) -> dict[str, list[tuple[int,
 
 
 def val_curves(sweep: Sweep, path: Path) -> str | None:
-    """Validation curves, one colour per configuration (a thin line per seed)."""
+    """Validation curves, one style per configuration (a line per seed) over the optimizer step."""
     curves = {job.name: read_curves(job.path, VAL_METRICS) for job in sweep.jobs if job.path}
     tags = [t for t in VAL_METRICS if any(t in c for c in curves.values())]
     if not tags:
         return "validation curves: skipped, no job has val/* scalars in its TensorBoard events"
-    labels = [sweep.label(c) for c in sweep.configs()]
-    colours = colormaps["tab10" if len(labels) <= 10 else "tab20"]
+    by_label: dict[str, list[Job]] = {sweep.label(c): [] for c in sweep.configs()}
+    for job in sweep.jobs:
+        by_label.setdefault(sweep.label(sweep.config_of(job)), []).append(job)
+    styles = dict(zip(by_label, line_styles(len(by_label)), strict=True))
     fig = Figure(figsize=(5 * len(tags) + 2.5, 4), layout="constrained")
     axs = fig.subplots(1, len(tags), squeeze=False)[0]
     for ax, tag in zip(axs, tags, strict=True):
-        labelled = set()
-        for job in sweep.jobs:
-            points = curves.get(job.name, {}).get(tag)
-            if not points:
-                continue
-            label = sweep.label(sweep.config_of(job))
-            index = labels.index(label) if label in labels else len(labels)
-            ax.plot(
-                *zip(*points, strict=True),
-                color=colours(index % colours.N),
-                lw=1.2,
-                marker=".",
-                alpha=0.8,
-                label=None if label in labelled else label,
-            )
-            labelled.add(label)
-        ax.set_xlabel("step")
-        ax.set_title(tag)
+        for label, jobs in by_label.items():
+            runs = [p for p in (curves.get(j.name, {}).get(tag) for j in jobs) if p]
+            for i, points in enumerate(runs):
+                ax.plot(
+                    *zip(*points, strict=True),
+                    lw=1.2,
+                    markersize=3,
+                    alpha=0.8,
+                    label=f"{label} (n={len(runs)})" if i == 0 else None,
+                    **styles[label],
+                )
+        title = tag
+        if tag.endswith("/acc"):  # a fixed scale: a 2-point spread must not fill the axis
+            low = min(float(v) for line in ax.get_lines() for v in line.get_ydata())
+            bottom, named = _accuracy_floor(sweep, low)
+            ax.set_ylim(bottom - 0.02 * (1 - bottom), 1 + 0.02 * (1 - bottom))
+            title += f" (y from {named} to 1)"
+        ax.set_xlabel("optimizer step (trainer.global_step)")
+        ax.set_title(title)
     axs[-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     _save(fig, path)
     return None
@@ -632,6 +727,7 @@ def write_report(sweep_dir: str | os.PathLike[str]) -> Report:
                 section="metrics",
                 statuses={"completed"},
                 log=False,
+                ylim=(0.0, 1.0),
                 ylabel="dead fraction",
                 title="dead units per hidden layer at the end",
             ),

@@ -377,3 +377,17 @@ def test_21_configurations_sort_numerically_and_every_line_differs(
     assert curves.get_xlabel() == "optimizer step (trainer.global_step)"
     assert curves.get_ylim()[0] <= 0.5 and curves.get_ylim()[1] >= 1.0
     assert curves.get_title() == "val/acc (y from 0.500 = chance to 1)"
+
+
+def test_trained_sweep_figures_read_chance_and_seeds_from_the_jobs(
+    sweep: Path, figures: dict[str, Figure]
+) -> None:
+    write_report(sweep)
+
+    heat = figures["heatmap_val_acc.png"]
+    assert (heat.axes[0].images[0].norm.vmin, heat.axes[0].images[0].norm.vmax) == (0.5, 1.0)
+    assert "mean ± std over 2 seeds" in heat.get_suptitle()
+    curves = figures["val_curves.png"].axes
+    labels = [f"activation={a}, depth={d} (n=2)" for a in ("relu", "tanh") for d in (2, 3)]
+    assert curves[-1].get_legend_handles_labels()[1] == labels
+    assert {ax.get_xlabel() for ax in curves} == {"optimizer step (trainer.global_step)"}

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from matplotlib.figure import Figure
 
-from fcn_research import report as report_module
+from fcn_research.report import figures as report_figures
 from fcn_research.report import fmt, main, write_report
 from fcn_research.results import read_result, write_json_atomic
 
@@ -90,13 +90,13 @@ def write_fake_sweep(
 def figures(monkeypatch: pytest.MonkeyPatch) -> dict[str, Figure]:
     """Every figure the report saves, by file name (the PNGs are still written)."""
     saved: dict[str, Figure] = {}
-    save = report_module._save
+    save = report_figures._save
 
     def keep(fig: Figure, path: Path) -> None:
         saved[path.name] = fig
         save(fig, path)
 
-    monkeypatch.setattr(report_module, "_save", keep)
+    monkeypatch.setattr(report_figures, "_save", keep)
     return saved
 
 

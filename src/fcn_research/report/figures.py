@@ -1,0 +1,232 @@
+"""The report's PNG figures: heatmaps of the pivots, per-layer profiles, validation curves."""
+
+from __future__ import annotations
+
+import math
+import re
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from matplotlib import colormaps
+from matplotlib.colors import LogNorm, Normalize
+from matplotlib.figure import Figure
+
+from fcn_research.report.loading import REPLICATE_AXIS, Job, Sweep, chance_level
+from fcn_research.report.tables import VAL_METRICS, fmt, pivots, write_atomic
+
+LINE_STYLES = ("-", "--", ":", "-.")
+
+MARKERS = ("o", "s", "^", "D", "v", "P")
+
+GRAD_NORM_LAYER = re.compile(r"^grad_norm/layer_(\d+)$")
+
+DEAD_LAYER = re.compile(r"^neurons/dead_fraction/layer_(\d+)$")
+
+
+def _save(fig: Figure, path: Path) -> None:
+    write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=110, bbox_inches="tight"))
+
+
+def _accuracy_floor(sweep: Sweep, low: float) -> tuple[float, str]:
+    """Where an accuracy scale starts: chance (0 if unknown), lower if the data go below it."""
+    chance = chance_level(sweep)
+    bottom = min(low, 0.0 if chance is None else chance)
+    return bottom, fmt(bottom) + (" = chance" if chance is not None and bottom == chance else "")
+
+
+def colour_scale(sweep: Sweep, metric: str, finite: Sequence[float]) -> tuple[Normalize, str]:
+    """The heatmap's colour scale (see the module docstring) and the words that state it."""
+    low, high = min(finite), max(finite)
+    if metric.endswith("/acc"):
+        bottom, named = _accuracy_floor(sweep, low)
+        return Normalize(bottom, 1.0), f"colour scale {named} to 1"
+    if metric.startswith("neurons/"):
+        return Normalize(0.0, 1.0), "colour scale 0 to 1"
+    if "ratio" in metric and low > 0 and high / low > 100:
+        return LogNorm(low, high), f"log colour scale {fmt(low)} to {fmt(high)} (data range)"
+    if low >= 0:
+        return Normalize(0.0, high or 1.0), f"colour scale 0 to {fmt(high or 1.0)}"
+    return Normalize(low, high), f"colour scale {fmt(low)} to {fmt(high)} (data range)"
+
+
+def over_seeds(sweep: Sweep, statistic: str = "mean ± std") -> str:
+    """``mean ± std over 3 seeds`` when the sweep has several seeds, else ``one seed``."""
+    seeds = len(sweep.axes.get(REPLICATE_AXIS, []))
+    return f"{statistic} over {seeds} {REPLICATE_AXIS}s" if seeds > 1 else f"one {REPLICATE_AXIS}"
+
+
+def heatmap(sweep: Sweep, metric: str, path: Path) -> str | None:
+    """Heatmap of the metric's pivots (one panel per facet); a note instead if it has no data."""
+    panels = pivots(sweep, metric)
+    finite = [c.mean for p in panels for row in p.cells for c in row if c.mean is not None]
+    if not finite:
+        return f"heatmap of {metric}: skipped, no completed job reports it"
+    norm, scale = colour_scale(sweep, metric, finite)
+    cmap = colormaps["viridis"].with_extremes(bad="lightgrey")
+    ncols = min(len(panels), 3)
+    nrows = math.ceil(len(panels) / ncols)
+    first = panels[0]
+    size = (1.6 + 1.5 * len(first.columns), 1.0 + 0.8 * len(first.rows))
+    fig = Figure(figsize=(size[0] * ncols + 1, size[1] * nrows), layout="constrained")
+    axs = fig.subplots(nrows, ncols, squeeze=False)
+    image = None
+    for ax, panel in zip(axs.flat, panels, strict=False):
+        grid = [[c.mean if c.mean is not None else math.nan for c in row] for row in panel.cells]
+        image = ax.imshow(grid, cmap=cmap, norm=norm, aspect="auto")
+        ax.set_xticks(range(len(panel.columns)), panel.columns)
+        ax.set_yticks(range(len(panel.rows)), panel.rows)
+        ax.set_ylabel(panel.row_axis.split(" \\ ")[0])
+        if " \\ " in panel.row_axis:
+            ax.set_xlabel(panel.row_axis.split(" \\ ")[1])
+        ax.set_title(panel.title, fontsize=9)
+        for (i, j), cell in ((ij, panel.cells[ij[0]][ij[1]]) for ij in _indices(grid)):
+            ax.text(
+                j,
+                i,
+                cell.text().replace(" (", "\n("),
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="black" if cell.mean is None or norm(cell.mean) > 0.5 else "white",
+            )
+    for ax in list(axs.flat)[len(panels) :]:
+        ax.set_axis_off()
+    fig.colorbar(image, ax=axs, label=metric)
+    fig.suptitle(f"{metric}: final, {over_seeds(sweep)}, n per cell; {scale}")
+    _save(fig, path)
+    return None
+
+
+def _indices(grid: list[list[float]]) -> list[tuple[int, int]]:
+    return [(i, j) for i, row in enumerate(grid) for j in range(len(row))]
+
+
+def line_styles(n: int) -> list[dict[str, Any]]:
+    """``n`` distinct (colour, line style, marker) keyword sets: 10 colours x 4 styles x 6 markers.
+
+    The first 10 differ by colour alone; after 240 the combinations repeat.
+    """
+    colours = colormaps["tab10"].colors
+    return [
+        {
+            "color": colours[i % len(colours)],
+            "linestyle": LINE_STYLES[i // len(colours) % len(LINE_STYLES)],
+            "marker": MARKERS[i // (len(colours) * len(LINE_STYLES)) % len(MARKERS)],
+        }
+        for i in range(n)
+    ]
+
+
+def _layer_profiles(
+    sweep: Sweep, pattern: re.Pattern[str], section: str, statuses: set[str] | None
+) -> dict[str, tuple[dict[int, float], int]]:
+    """Per configuration label: (layer -> mean over seeds of the per-layer keys, n jobs)."""
+    collected: dict[str, dict[int, list[float]]] = {}
+    for job in sweep.jobs:
+        if statuses is not None and job.status not in statuses:
+            continue
+        for key in job.result.get(section) or {}:
+            match = pattern.match(key)
+            v = job.value(key, section)
+            if match and v is not None:
+                layers = collected.setdefault(sweep.label(sweep.config_of(job)), {})
+                layers.setdefault(int(match.group(1)), []).append(v)
+    order = [sweep.label(c) for c in sweep.configs()]
+    return {
+        label: (
+            {layer: statistics.fmean(vs) for layer, vs in sorted(collected[label].items())},
+            max(len(vs) for vs in collected[label].values()),
+        )
+        for label in sorted(collected, key=lambda x: order.index(x) if x in order else len(order))
+    }
+
+
+def layer_profile(
+    sweep: Sweep,
+    path: Path,
+    *,
+    pattern: re.Pattern[str],
+    section: str,
+    statuses: set[str] | None,
+    ylabel: str,
+    title: str,
+    log: bool,
+    ylim: tuple[float, float] | None = None,
+) -> str | None:
+    """One line per configuration over the layer index; a note instead if no job has the keys.
+
+    ``ylim`` fixes the y range (a fraction: 0 to 1) so that small differences look small.
+    """
+    profiles = _layer_profiles(sweep, pattern, section, statuses)
+    if not profiles:
+        keys = pattern.pattern.strip("^$").replace(r"(\d+)", "XX")
+        return f"{title}: skipped, no job has {keys} in `{section}`"
+    fig = Figure(figsize=(7.5, 4.2), layout="constrained")
+    ax = fig.subplots()
+    for (label, (layers, n)), style in zip(
+        profiles.items(), line_styles(len(profiles)), strict=True
+    ):
+        points = [(k, v) for k, v in layers.items() if v > 0 or not log]
+        ax.plot([k for k, _ in points], [v for _, v in points], label=f"{label} (n={n})", **style)
+    if log:
+        ax.set_yscale("log")
+    if ylim is not None:
+        margin = 0.02 * (ylim[1] - ylim[0])
+        ax.set_ylim(ylim[0] - margin, ylim[1] + margin)
+    ax.set_xlabel("layer (1 = input side)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(f"{title}, {over_seeds(sweep, 'mean')}")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    _save(fig, path)
+    return None
+
+
+def read_curves(job_dir: Path, tags: Sequence[str]) -> dict[str, list[tuple[int, float]]]:
+    """Scalar curves (step, value) of ``tags`` from the job's TensorBoard events."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    skip = {k: 1 for k in ("images", "audio", "histograms", "compressedHistograms", "tensors")}
+    events = EventAccumulator(str(job_dir), size_guidance={"scalars": 0, **skip})
+    events.Reload()
+    present = set(events.Tags().get("scalars", []))
+    return {t: [(e.step, e.value) for e in events.Scalars(t)] for t in tags if t in present}
+
+
+def val_curves(sweep: Sweep, path: Path) -> str | None:
+    """Validation curves, one style per configuration (a line per seed) over the optimizer step."""
+    curves = {job.name: read_curves(job.path, VAL_METRICS) for job in sweep.jobs if job.path}
+    tags = [t for t in VAL_METRICS if any(t in c for c in curves.values())]
+    if not tags:
+        return "validation curves: skipped, no job has val/* scalars in its TensorBoard events"
+    by_label: dict[str, list[Job]] = {sweep.label(c): [] for c in sweep.configs()}
+    for job in sweep.jobs:
+        by_label.setdefault(sweep.label(sweep.config_of(job)), []).append(job)
+    styles = dict(zip(by_label, line_styles(len(by_label)), strict=True))
+    fig = Figure(figsize=(5 * len(tags) + 2.5, 4), layout="constrained")
+    axs = fig.subplots(1, len(tags), squeeze=False)[0]
+    for ax, tag in zip(axs, tags, strict=True):
+        for label, jobs in by_label.items():
+            runs = [p for p in (curves.get(j.name, {}).get(tag) for j in jobs) if p]
+            for i, points in enumerate(runs):
+                ax.plot(
+                    *zip(*points, strict=True),
+                    lw=1.2,
+                    markersize=3,
+                    alpha=0.8,
+                    label=f"{label} (n={len(runs)})" if i == 0 else None,
+                    **styles[label],
+                )
+        title = tag
+        if tag.endswith("/acc"):  # a fixed scale: a 2-point spread must not fill the axis
+            low = min(float(v) for line in ax.get_lines() for v in line.get_ydata())
+            bottom, named = _accuracy_floor(sweep, low)
+            ax.set_ylim(bottom - 0.02 * (1 - bottom), 1 + 0.02 * (1 - bottom))
+            title += f" (y from {named} to 1)"
+        ax.set_xlabel("optimizer step (trainer.global_step)")
+        ax.set_title(title)
+    axs[-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    _save(fig, path)
+    return None

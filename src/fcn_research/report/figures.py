@@ -17,11 +17,8 @@ from fcn_research.report.loading import REPLICATE_AXIS, Job, Sweep, chance_level
 from fcn_research.report.tables import VAL_METRICS, fmt, pivots, write_atomic
 
 LINE_STYLES = ("-", "--", ":", "-.")
-
 MARKERS = ("o", "s", "^", "D", "v", "P")
-
 GRAD_NORM_LAYER = re.compile(r"^grad_norm/layer_(\d+)$")
-
 DEAD_LAYER = re.compile(r"^neurons/dead_fraction/layer_(\d+)$")
 
 
@@ -37,7 +34,7 @@ def _accuracy_floor(sweep: Sweep, low: float) -> tuple[float, str]:
 
 
 def colour_scale(sweep: Sweep, metric: str, finite: Sequence[float]) -> tuple[Normalize, str]:
-    """The heatmap's colour scale (see the module docstring) and the words that state it."""
+    """The heatmap's colour scale (see ``fcn_research.report``) and the words that state it."""
     low, high = min(finite), max(finite)
     if metric.endswith("/acc"):
         bottom, named = _accuracy_floor(sweep, low)

@@ -20,17 +20,11 @@ from omegaconf import OmegaConf
 from fcn_research.results import read_result
 
 REPORT_DIR = "report"
-
 MULTIRUN_FILE = "multirun.yaml"
-
 REPLICATE_AXIS = "seed"
-
 MISSING = "missing"  # a job dir without result.json
-
 NOT_STARTED = "not started"  # in multirun.yaml, but no job dir
-
 DASH = "–"
-
 _PARSER = OverridesParser.create()
 
 

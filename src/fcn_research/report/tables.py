@@ -19,9 +19,7 @@ from rich.table import Table
 from fcn_research.report.loading import DASH, REPLICATE_AXIS, Sweep
 
 VAL_METRICS = ("val/acc", "val/mse", "val/loss")
-
 INSTRUMENT_METRICS = ("neurons/dead_fraction", "grad_norm/ratio_first_last")
-
 NON_FINITE = "NaN/inf"  # a completed job whose metric is NaN or inf (null in result.json)
 
 
@@ -124,7 +122,7 @@ class Pivot:
 
 
 def pivots(sweep: Sweep, metric: str) -> list[Pivot]:
-    """The metric's pivot tables, one per facet (see the module docstring)."""
+    """The metric's pivot tables, one per facet (see ``fcn_research.report``)."""
     by_config = cells(sweep, metric)
     main, facets = layout(sweep)
     row_axis = main[0] if main else ""

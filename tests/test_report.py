@@ -391,3 +391,20 @@ def test_trained_sweep_figures_read_chance_and_seeds_from_the_jobs(
     labels = [f"activation={a}, depth={d} (n=2)" for a in ("relu", "tanh") for d in (2, 3)]
     assert curves[-1].get_legend_handles_labels()[1] == labels
     assert {ax.get_xlabel() for ax in curves} == {"optimizer step (trainer.global_step)"}
+
+
+def test_accuracy_below_chance_widens_the_scale_and_says_so(
+    tmp_path: Path, figures: dict[str, Figure]
+) -> None:
+    jobs = [
+        {"overrides": [f"depth={d}"], "hparams": {"depth": d}, "metrics": {"val/acc": acc}}
+        for d, acc in ((2, 0.4), (3, 0.9))
+    ]
+    sweep = write_fake_sweep(
+        tmp_path / "sweep", ["depth=2,3"], jobs, "fcn_research.data.Playground2D"
+    )
+    write_report(sweep)
+
+    fig = figures["heatmap_val_acc.png"]
+    assert fig.axes[0].images[0].norm.vmin == 0.4
+    assert fig.get_suptitle().endswith("; colour scale 0.400 (below chance, 0.500) to 1")

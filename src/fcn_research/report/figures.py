@@ -29,8 +29,11 @@ def _save(fig: Figure, path: Path) -> None:
 def _accuracy_floor(sweep: Sweep, low: float) -> tuple[float, str]:
     """Where an accuracy scale starts: chance (0 if unknown), lower if the data go below it."""
     chance = chance_level(sweep)
-    bottom = min(low, 0.0 if chance is None else chance)
-    return bottom, fmt(bottom) + (" = chance" if chance is not None and bottom == chance else "")
+    if chance is None:
+        return min(low, 0.0), fmt(min(low, 0.0))
+    if low < chance:
+        return low, f"{fmt(low)} (below chance, {fmt(chance)})"
+    return chance, f"{fmt(chance)} = chance"
 
 
 def colour_scale(sweep: Sweep, metric: str, finite: Sequence[float]) -> tuple[Normalize, str]:

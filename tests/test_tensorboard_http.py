@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from fcn_research.callbacks.hparams import overridden_hparams
 from fcn_research.train import train
 
 
@@ -73,7 +74,9 @@ def tensorboard_server(tmp_path: Path):
 def test_tensorboard_serves_scalars_histograms_images_hparams(make_cfg, tensorboard_server):
     logdir, base = tensorboard_server
     run = logdir / "activation=relu,depth=3"
-    train(make_cfg("data.num_samples=200", "width=16", "max_epochs=2", output_dir=run))
+    train(
+        make_cfg("activation=relu", "depth=3", "data.num_samples=200", "width=16", output_dir=run)
+    )
 
     # TensorBoard loads event files in the background: poll until the whole run is in.
     deadline = time.time() + 60
@@ -117,6 +120,12 @@ def test_tensorboard_serves_scalars_histograms_images_hparams(make_cfg, tensorbo
         "seed",
         "data",
     } <= hparam_names
+    # The dashboard ticks the first five hparams, differing ones first: the job's overrides,
+    # not the alphabetical first (activation, batch_size, data, data.noise, ...).
+    shown = [h["name"] for h in experiment["hparamInfos"][:5]]
+    differing = [h["name"] for h in experiment["hparamInfos"] if h.get("differs")]
+    # max_epochs: make_cfg's own override.
+    assert shown == differing == ["activation", "data.num_samples", "depth", "max_epochs", "width"]
     metric_tags = {m["name"]["tag"] for m in experiment["metricInfos"]}
     assert {
         "val/acc",
@@ -145,3 +154,12 @@ def test_tensorboard_serves_scalars_histograms_images_hparams(make_cfg, tensorbo
     assert session["hparams"]["activation"] == "relu"
     values = {m["name"]["tag"]: m["value"] for m in session["metricValues"]}
     assert 0.5 < values["val/acc"] <= 1.0
+
+
+def test_overrides_name_the_hparams_they_set():
+    names = ["activation", "depth", "lr", "max_epochs", "data.noise", "data.seed"]
+    overrides = ["activation=tanh", "optimizer.lr=0.1", "+data.noise=0.2", "data.seed=1"]
+    overrides += ["trainer.max_epochs=3", "launcher=ray", "output_dir=/tmp/x"]
+    assert overridden_hparams(overrides, names) == [
+        "activation", "lr", "data.noise", "data.seed", "max_epochs"
+    ]  # fmt: skip

@@ -105,8 +105,17 @@ def test_tensorboard_serves_scalars_histograms_images_hparams(make_cfg, tensorbo
     assert images[0]["step"] == 0 and images[-1]["step"] > 0
 
     layout = _get(base, "/data/plugin/custom_scalars/layout")
-    charts = [c["title"] for cat in layout["category"] for c in cat["chart"]]
-    assert "gradient norm per layer" in charts and "dead fraction per layer" in charts
+    charts = {cat["title"]: cat["chart"] for cat in layout["category"]}
+    # One chart per layer (its lines: the runs), the whole-network ratio first.
+    assert [c["title"] for c in charts["gradient norm per layer"]] == [
+        "grad_norm/ratio_first_last", "grad_norm/layer_01", "grad_norm/layer_02",
+        "grad_norm/layer_03",
+    ]  # fmt: skip
+    assert charts["gradient norm per layer"][1]["multiline"]["tag"] == ["^grad_norm/layer_01$"]
+    assert [c["title"] for c in charts["dead fraction per layer"]] == [
+        "neurons/dead_fraction", "neurons/dead_fraction/layer_01",
+        "neurons/dead_fraction/layer_02",
+    ]  # fmt: skip
 
     experiment = _post(base, "/data/plugin/hparams/experiment", {"experimentName": ""})
     hparam_names = {h["name"] for h in experiment["hparamInfos"]}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import subprocess
 import sys
@@ -172,3 +173,34 @@ def test_overrides_name_the_hparams_they_set():
     assert overridden_hparams(overrides, names) == [
         "activation", "lr", "data.noise", "data.seed", "max_epochs"
     ]  # fmt: skip
+
+
+@pytest.mark.slow  # about 12 s: two Chromium starts
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium")
+def test_chromium_renders_the_custom_scalars_page(make_cfg, tensorboard_server, tmp_path):
+    # The README's Tour screenshots come from this: headless Chromium on a real TensorBoard.
+    logdir, base = tensorboard_server
+    run = logdir / "activation=tanh,depth=2"
+    train(make_cfg("depth=2", "data.num_samples=100", "width=8", output_dir=run))
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            if _get(base, "/data/plugin/custom_scalars/layout").get("category"):
+                break
+        except OSError:
+            pass
+        time.sleep(0.5)
+    chromium = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"]
+    url = f"{base}/#custom_scalars&_smoothingWeight=0"
+    budget = "--virtual-time-budget=10000"
+    dom = subprocess.run(
+        [*chromium, budget, "--dump-dom", url], capture_output=True, text=True, timeout=120
+    ).stdout
+    assert "tf-custom-scalar-dashboard" in dom
+    png = tmp_path / "custom_scalars.png"
+    subprocess.run(
+        [*chromium, budget, "--window-size=800,600", f"--screenshot={png}", url],
+        capture_output=True,
+        timeout=120,
+    )
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000

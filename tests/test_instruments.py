@@ -9,6 +9,7 @@ from lightning.pytorch.callbacks import Callback
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
 
+from fcn_research.callbacks.histograms import FixedRangeHistograms
 from fcn_research.callbacks.neurons import neuron_stats, peak_derivative
 from fcn_research.callbacks.probe import sample_probe
 from fcn_research.callbacks.schedule import LogSchedule
@@ -331,5 +332,31 @@ def test_resumed_run_keeps_init_and_histogram_bins(make_cfg, tmp_path):
     acc.Reload()
     for tag in ("train/loss", "val/acc"):  # one step axis across the resume too
         assert [e.step for e in acc.Scalars(tag)] == [3, 6, 9, 12], tag
-    limits = {tuple(e.histogram_value.bucket_limit) for e in events}
-    assert len(limits) == 1  # the bins fixed at step 0 hold across the resume
+    # The bins (as widened up to the checkpoint) hold across the resume: the same at every
+    # step as in the run that was never interrupted.
+    ref = EventAccumulator(str(tmp_path / "reference"), size_guidance={"histograms": 0})
+    ref.Reload()
+    limits = {e.step: list(e.histogram_value.bucket_limit) for e in events}
+    ref_limits = {
+        e.step: list(e.histogram_value.bucket_limit) for e in ref.Histograms("grad/layer_02")
+    }
+    assert limits == ref_limits
+
+
+def test_histogram_range_doubles_when_values_exceed_it():
+    hist = FixedRangeHistograms(bins=8)
+    ranges, counts = [], []
+    # tanh, depth 3, layer 1: weights in [-2.4, 1.9] (and one at 5) long after a first
+    # event in [-1, 1] set the range to +-1.5.
+    for x in ([-1.0, 0.5, 1.0], [-2.4, 0.0, 1.9, 5.0], [0.1]):
+        row = hist.compute({"weight/layer_01": torch.tensor(x)})[0].tolist()
+        hist.keep_ranges(["weight/layer_01"], row)
+        ranges.append(row[0][0])
+        counts.append(row[0][5:])
+    assert ranges == pytest.approx([1.5, 6.0, 6.0])  # doubled twice, and kept
+    assert hist.ranges == {"weight/layer_01": pytest.approx(6.0)}
+    # Bins of width 1.5 over [-6, 6]: no value is clipped into an edge bin.
+    assert counts[1] == [0, 0, 1, 0, 1, 1, 0, 1]
+    assert [sum(c) for c in counts] == [3, 4, 1]
+    with pytest.raises(ValueError, match="even number >= 2, got 7"):
+        FixedRangeHistograms(bins=7)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from fcn_research.callbacks.hparams import overridden_hparams
 from fcn_research.train import train
 
 
@@ -73,7 +75,9 @@ def tensorboard_server(tmp_path: Path):
 def test_tensorboard_serves_scalars_histograms_images_hparams(make_cfg, tensorboard_server):
     logdir, base = tensorboard_server
     run = logdir / "activation=relu,depth=3"
-    train(make_cfg("data.num_samples=200", "width=16", "max_epochs=2", output_dir=run))
+    train(
+        make_cfg("activation=relu", "depth=3", "data.num_samples=200", "width=16", output_dir=run)
+    )
 
     # TensorBoard loads event files in the background: poll until the whole run is in.
     deadline = time.time() + 60
@@ -102,8 +106,17 @@ def test_tensorboard_serves_scalars_histograms_images_hparams(make_cfg, tensorbo
     assert images[0]["step"] == 0 and images[-1]["step"] > 0
 
     layout = _get(base, "/data/plugin/custom_scalars/layout")
-    charts = [c["title"] for cat in layout["category"] for c in cat["chart"]]
-    assert "gradient norm per layer" in charts and "dead fraction per layer" in charts
+    charts = {cat["title"]: cat["chart"] for cat in layout["category"]}
+    # One chart per layer (its lines: the runs), the whole-network ratio first.
+    assert [c["title"] for c in charts["gradient norm per layer"]] == [
+        "grad_norm/ratio_first_last", "grad_norm/layer_01", "grad_norm/layer_02",
+        "grad_norm/layer_03",
+    ]  # fmt: skip
+    assert charts["gradient norm per layer"][1]["multiline"]["tag"] == ["^grad_norm/layer_01$"]
+    assert [c["title"] for c in charts["dead fraction per layer"]] == [
+        "neurons/dead_fraction", "neurons/dead_fraction/layer_01",
+        "neurons/dead_fraction/layer_02",
+    ]  # fmt: skip
 
     experiment = _post(base, "/data/plugin/hparams/experiment", {"experimentName": ""})
     hparam_names = {h["name"] for h in experiment["hparamInfos"]}
@@ -117,6 +130,12 @@ def test_tensorboard_serves_scalars_histograms_images_hparams(make_cfg, tensorbo
         "seed",
         "data",
     } <= hparam_names
+    # The dashboard ticks the first five hparams, differing ones first: the job's overrides,
+    # not the alphabetical first (activation, batch_size, data, data.noise, ...).
+    shown = [h["name"] for h in experiment["hparamInfos"][:5]]
+    differing = [h["name"] for h in experiment["hparamInfos"] if h.get("differs")]
+    # max_epochs: make_cfg's own override.
+    assert shown == differing == ["activation", "data.num_samples", "depth", "max_epochs", "width"]
     metric_tags = {m["name"]["tag"] for m in experiment["metricInfos"]}
     assert {
         "val/acc",
@@ -145,3 +164,43 @@ def test_tensorboard_serves_scalars_histograms_images_hparams(make_cfg, tensorbo
     assert session["hparams"]["activation"] == "relu"
     values = {m["name"]["tag"]: m["value"] for m in session["metricValues"]}
     assert 0.5 < values["val/acc"] <= 1.0
+
+
+def test_overrides_name_the_hparams_they_set():
+    names = ["activation", "depth", "lr", "max_epochs", "data.noise", "data.seed"]
+    overrides = ["activation=tanh", "optimizer.lr=0.1", "+data.noise=0.2", "data.seed=1"]
+    overrides += ["trainer.max_epochs=3", "launcher=ray", "output_dir=/tmp/x"]
+    assert overridden_hparams(overrides, names) == [
+        "activation", "lr", "data.noise", "data.seed", "max_epochs"
+    ]  # fmt: skip
+
+
+@pytest.mark.slow  # about 12 s: two Chromium starts
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium")
+def test_chromium_renders_the_custom_scalars_page(make_cfg, tensorboard_server, tmp_path):
+    # The README's Tour screenshots come from this: headless Chromium on a real TensorBoard.
+    logdir, base = tensorboard_server
+    run = logdir / "activation=tanh,depth=2"
+    train(make_cfg("depth=2", "data.num_samples=100", "width=8", output_dir=run))
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            if _get(base, "/data/plugin/custom_scalars/layout").get("category"):
+                break
+        except OSError:
+            pass
+        time.sleep(0.5)
+    chromium = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"]
+    url = f"{base}/#custom_scalars&_smoothingWeight=0"
+    budget = "--virtual-time-budget=10000"
+    dom = subprocess.run(
+        [*chromium, budget, "--dump-dom", url], capture_output=True, text=True, timeout=120
+    ).stdout
+    assert "tf-custom-scalar-dashboard" in dom
+    png = tmp_path / "custom_scalars.png"
+    subprocess.run(
+        [*chromium, budget, "--window-size=800,600", f"--screenshot={png}", url],
+        capture_output=True,
+        timeout=120,
+    )
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000

@@ -120,6 +120,7 @@ class GradientMonitor(StepInstrument):
         host_rows = [
             host[len(norms) + k * width : len(norms) + (k + 1) * width] for k in range(len(meta))
         ]
+        self.hist.keep_ranges(list(hist_values), host_rows)
         writer = tensorboard(trainer)
         if writer is not None:
             write_scalars(writer, scalars, step)
@@ -128,7 +129,7 @@ class GradientMonitor(StepInstrument):
         return scalars
 
     def state_dict(self) -> dict[str, Any]:
-        # A resumed run keeps its histogram bins, so its histograms compare across the resume.
+        # A resumed run keeps its (widened) histogram bins, so histograms compare across it.
         return {**super().state_dict(), "hist_ranges": dict(self.hist.ranges)}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:

@@ -71,18 +71,18 @@ def md_cell(values: list[float]) -> str:
 
 
 def write_fake_sweep(
-    path: Path, task: list[str], jobs: list[dict], data_target: str | None = None
+    path: Path, task: list[str], jobs: list[dict], num_classes: int | None = None
 ) -> Path:
-    """A sweep dir without training: multirun.yaml plus one result.json (and config) per job."""
+    """A sweep dir without training: multirun.yaml plus one result.json per job (with the
+    data's ``task`` and ``num_classes``, as train() records them, when ``num_classes`` is set)."""
     path.mkdir(parents=True)
     (path / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {"overrides": {"task": task}}}))
+    data = {}
+    if num_classes is not None:
+        data = {"task": "binary" if num_classes == 2 else "multiclass", "num_classes": num_classes}
     for job in jobs:
         name = ",".join(sorted(job["overrides"]))
-        write_json_atomic(path / name / "result.json", {"status": "completed", **job})
-        if data_target is not None:
-            (path / name / ".hydra").mkdir()
-            config = {"data": {"_target_": data_target}}
-            (path / name / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+        write_json_atomic(path / name / "result.json", {"status": "completed", **data, **job})
     return path
 
 
@@ -274,16 +274,16 @@ def test_nan_metric_of_a_completed_job_is_counted_and_n_shown(tmp_path: Path) ->
 
 
 @pytest.mark.parametrize(
-    ("data_target", "seeds", "chance", "title"),
+    ("num_classes", "seeds", "chance", "title"),
     [
-        ("fcn_research.data.Playground2D", [0], 0.5, "final, one seed, n per cell"),
-        ("fcn_research.data.Digits", [0, 1], 0.1, "final, mean ± std over 2 seeds, n per cell"),
+        (2, [0], 0.5, "final, one seed, n per cell"),
+        (10, [0, 1], 0.1, "final, mean ± std over 2 seeds, n per cell"),
     ],
 )
 def test_heatmap_scale_runs_from_chance_and_title_says_seeds(
     tmp_path: Path,
     figures: dict[str, Figure],
-    data_target: str,
+    num_classes: int,
     seeds: list[int],
     chance: float,
     title: str,
@@ -300,7 +300,7 @@ def test_heatmap_scale_runs_from_chance_and_title_says_seeds(
         for s in seeds
     ]
     task = ["activation=relu,tanh", "depth=2,3", f"seed={','.join(map(str, seeds))}"]
-    write_report(write_fake_sweep(tmp_path / "sweep", task, jobs, data_target))
+    write_report(write_fake_sweep(tmp_path / "sweep", task, jobs, num_classes))
 
     fig = figures["heatmap_val_acc.png"]
     norm = fig.axes[0].images[0].norm
@@ -350,7 +350,7 @@ def test_21_configurations_sort_numerically_and_every_line_differs(
                 }
             )
     task = ["activation=relu,tanh,sigmoid", "depth=10,15,2,3,4,5,7"]
-    sweep = write_fake_sweep(tmp_path / "sweep", task, jobs, "fcn_research.data.Playground2D")
+    sweep = write_fake_sweep(tmp_path / "sweep", task, jobs, num_classes=2)
     for job in jobs:
         with SummaryWriter(sweep / ",".join(sorted(job["overrides"]))) as writer:
             for step, acc in ((10, 0.7), (20, 0.9), (30, 0.95)):
@@ -400,9 +400,7 @@ def test_accuracy_below_chance_widens_the_scale_and_says_so(
         {"overrides": [f"depth={d}"], "hparams": {"depth": d}, "metrics": {"val/acc": acc}}
         for d, acc in ((2, 0.4), (3, 0.9))
     ]
-    sweep = write_fake_sweep(
-        tmp_path / "sweep", ["depth=2,3"], jobs, "fcn_research.data.Playground2D"
-    )
+    sweep = write_fake_sweep(tmp_path / "sweep", ["depth=2,3"], jobs, num_classes=2)
     write_report(sweep)
 
     fig = figures["heatmap_val_acc.png"]

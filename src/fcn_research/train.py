@@ -312,6 +312,8 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
         except ValueError as err:  # data or initializer settings that only building shows bad
             raise ConfigError(str(err)) from err
         module.run_hparams = result["hparams"]  # what HParamsSummary shows for this run
+        # The task and class count (the report's chance level) without importing the data code.
+        result.update(task=datamodule.task, num_classes=datamodule.num_classes)
         # The recorder last: it writes what the instruments before it measured.
         callbacks = [*_instantiate_all(cfg.get("callbacks")), ResultRecorder(out)]
         loggers = _instantiate_all(cfg.get("logger"))

@@ -14,7 +14,6 @@ from typing import Any
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from hydra.errors import HydraException
-from hydra.utils import get_class
 from omegaconf import OmegaConf
 
 from fcn_research.results import read_result
@@ -185,23 +184,13 @@ def load_sweep(path: str | os.PathLike[str]) -> Sweep:
 def chance_level(sweep: Sweep) -> float | None:
     """1/num_classes of the sweep's classification data (the lowest if jobs differ), or None.
 
-    Read from each job's ``.hydra/config.yaml`` (``data._target_``); only this package's own
-    datamodules are imported, so a report never runs code a sweep did not come with.
+    From each job's result.json (``task``, ``num_classes``, written by ``train()``): reading
+    it needs neither the datamodule's code nor torch.
     """
-    levels: set[float] = set()
-    targets = set()
-    for job in sweep.jobs:
-        config = job.path / ".hydra" / "config.yaml" if job.path else None
-        if config is not None and config.is_file():
-            targets.add(OmegaConf.select(OmegaConf.load(config), "data._target_", default=None))
-    for target in targets:
-        if not isinstance(target, str) or not target.startswith("fcn_research."):
-            continue
-        try:
-            cls = get_class(target)
-        except (ImportError, ValueError):
-            continue
-        classes = getattr(cls, "num_classes", None)
-        if getattr(cls, "task", None) != "regression" and isinstance(classes, int):
-            levels.add(1 / max(classes, 2))  # binary datamodules say 1 or 2 classes
+    levels = {
+        1 / max(int(job.result["num_classes"]), 2)  # binary data says 2 classes
+        for job in sweep.jobs
+        if job.result.get("task") in ("binary", "multiclass")
+        and isinstance(job.result.get("num_classes"), int)
+    }
     return min(levels) if levels else None

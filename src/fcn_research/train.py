@@ -356,6 +356,11 @@ def quiet_lightning(verbose: Any) -> None:
     Lightning sets its loggers to INFO when imported, after Hydra has applied
     ``hydra.verbose``, so the level is set here, once Lightning is loaded.
     """
+    if logging.getLogger().handlers:
+        # Lightning's import gives the `lightning` logger a console handler of its own; Hydra's
+        # job logging on the root already prints its records (and writes them to train.log).
+        own = logging.getLogger("lightning")
+        own.handlers = [h for h in own.handlers if type(h) is not logging.StreamHandler]
     names = [verbose] if isinstance(verbose, str) else list(verbose or [])
     for logger in LIGHTNING_LOGGERS:
         named = verbose is True or any(logger == n or logger.startswith(f"{n}.") for n in names)

@@ -345,7 +345,7 @@ def summary(result: dict[str, Any]) -> str:
     shown = "  ".join(f"{k} {metrics[k]:.4g}" for k in KEY_METRICS if metrics.get(k) is not None)
     return (
         f"{result.get('status')}: {shown or 'no metrics'}  "
-        f"({result.get('epochs', 0)} epochs, {result.get('wall_s', 0):.1f} s)"
+        f"(epochs {result.get('epochs', 0)}, {result.get('wall_s', 0):.1f} s)"
     )
 
 
@@ -374,6 +374,12 @@ def _remove_refused_run(run_dir: Path) -> None:
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
+def _shown_path(path: str) -> str:
+    """``path`` relative to the working directory where it lies below it: shorter to read."""
+    relative = os.path.relpath(path)
+    return path if relative.startswith("..") else relative
+
+
 def run_job(cfg: DictConfig) -> float | None:
     """One job of ``python train.py`` (``fcn_research.cli.main``): train, return the metric.
 
@@ -384,7 +390,11 @@ def run_job(cfg: DictConfig) -> float | None:
     quiet_lightning(hydra_cfg.verbose)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     fresh = not (Path(cfg.output_dir) / RESULT_FILE).exists()
-    log.info("%s -> %s", " ".join(hydra_cfg.overrides.task) or "defaults", cfg.output_dir)
+    out = _shown_path(cfg.output_dir)
+    if multirun:  # Hydra's launcher has just logged the job's overrides
+        log.info("job dir %s", out)
+    else:
+        log.info("%s -> run dir %s", " ".join(hydra_cfg.overrides.task) or "defaults", out)
     try:
         result = train(cfg)
     except Exception as err:

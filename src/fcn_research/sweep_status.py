@@ -1,4 +1,4 @@
-"""A Hydra callback that ends a sweep with a summary of its jobs' statuses and exit status.
+"""A Hydra callback that ends a sweep with a table of its jobs' statuses and its exit status.
 
 Jobs never stop a sweep: one that raises is recorded as ``failed`` in its ``result.json``
 and the launcher goes on. Once every job has returned, this callback counts the statuses of

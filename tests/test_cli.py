@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -235,7 +236,10 @@ def outside_activation(tmp_path, monkeypatch) -> Path:
     (ext / "conf" / "activation" / "swish.yaml").write_text(
         "_target_: my_acts.Swish\n_partial_: true\nbeta: 1.5\n"
     )
-    monkeypatch.setenv("PYTHONPATH", str(ext))
+    # In front of the caller's PYTHONPATH, which may name the fcn_research under test.
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join(filter(None, [str(ext), os.environ.get("PYTHONPATH")]))
+    )
     monkeypatch.syspath_prepend(str(ext))
     return ext
 

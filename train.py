@@ -1,6 +1,6 @@
 """Entry point: ``python train.py [overrides]``, ``python train.py -m key=a,b`` for a sweep."""
 
-from fcn_research.train import main
+from fcn_research.cli import main
 
 if __name__ == "__main__":
     main()

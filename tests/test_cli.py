@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -47,7 +49,7 @@ def test_cfg_job_prints_composed_config(run_cli, tmp_path):
 
 
 def test_issue_sweep(run_cli, tmp_path):
-    run_cli("-m", "activation=relu,tanh", "depth=3,5,7", *TINY, *QUIET, TINY_NAMES)
+    proc = run_cli("-m", "activation=relu,tanh", "depth=3,5,7", *TINY, *QUIET, TINY_NAMES)
     sweep = only(list((tmp_path / "outputs" / "sweeps").iterdir()))
     jobs = {p.name: p for p in sweep.iterdir() if p.is_dir()}
     expected = {f"activation={a},depth={d}" for a in ("relu", "tanh") for d in (3, 5, 7)}
@@ -66,6 +68,65 @@ def test_issue_sweep(run_cli, tmp_path):
         assert result["epochs"] == 2 and "val/acc" in result["metrics"]
         assert not list(job.glob("*.tmp")), "result.json must be written atomically"
     assert (sweep / "multirun.yaml").exists()
+    # The sweep ends with one row per job and the commands that open it.
+    out = proc.stdout
+    for name in expected:
+        assert re.search(rf"^  {re.escape(name)} +completed  val/acc 0\.\d+$", out, re.M), name
+    shown = sweep.relative_to(tmp_path)
+    assert f"tensorboard --logdir {shown}" in out
+    assert f"python scripts/report.py {shown}" in out
+
+
+# Runs train.py as `python train.py ...` would and reports which heavy modules it imported.
+IMPORTS_OF = """
+import atexit, runpy, sys
+atexit.register(lambda: print("heavy:", [m for m in ("torch", "lightning") if m in sys.modules]))
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+@pytest.mark.parametrize("args", [["--help"], ["--cfg", "job", "depth=5"], ["--info", "config"]])
+def test_help_and_config_printing_import_neither_torch_nor_lightning(tmp_path, args):
+    proc = subprocess.run(
+        [sys.executable, "-c", IMPORTS_OF, str(ROOT / "train.py"), *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert proc.stdout.strip().splitlines()[-1] == "heavy: []", proc.stdout[-500:]
+
+
+def test_a_run_says_what_it_is_where_it_writes_and_its_key_metrics(run_cli, tmp_path):
+    proc = run_cli("max_epochs=2", "data.num_samples=100", "trainer.accelerator=cpu")
+    run = only(list((tmp_path / "outputs" / "runs").iterdir()))
+    metrics = read_result(run)["metrics"]
+    out = proc.stdout + proc.stderr
+    overrides = "max_epochs=2 data.num_samples=100 trainer.accelerator=cpu"
+    assert f"{overrides} -> run dir outputs/runs/{run.name}\n" in out
+    summary = (
+        f"completed: val/acc {metrics['val/acc']:.4g}  "
+        f"neurons/dead_fraction {metrics['neurons/dead_fraction']:.4g}  "
+        f"grad_norm/ratio_first_last {metrics['grad_norm/ratio_first_last']:.4g}  (epochs 2, "
+    )
+    assert summary in out
+    assert f"val/loss: {metrics['val/loss']:.3f}" in out  # the progress bar
+    # Lightning's info lines (devices, a product tip, why fit stopped) wait for hydra.verbose.
+    for line in ("GPU available", "TPU available", "litlogger", "`Trainer.fit` stopped"):
+        assert line not in out, line
+    assert "grad_rms/layer_01" not in out  # every metric is in train.log, not on the terminal
+    assert "'grad_rms/layer_01': " in (run / "train.log").read_text()
+
+
+def test_hydra_verbose_shows_lightnings_info_lines_once_and_in_train_log(run_cli, tmp_path):
+    proc = run_cli("max_epochs=1", "data.num_samples=100", *QUIET, "hydra.verbose=lightning")
+    out = proc.stdout + proc.stderr
+    assert out.count("GPU available: ") == 1, out
+    assert out.count("`Trainer.fit` stopped: `max_epochs=1` reached.") == 1, out
+    run = only(list((tmp_path / "outputs" / "runs").iterdir()))
+    assert "GPU available: " in (run / "train.log").read_text()  # kept with the job's log
 
 
 def test_unique_dir_never_shares(tmp_path):
@@ -175,7 +236,10 @@ def outside_activation(tmp_path, monkeypatch) -> Path:
     (ext / "conf" / "activation" / "swish.yaml").write_text(
         "_target_: my_acts.Swish\n_partial_: true\nbeta: 1.5\n"
     )
-    monkeypatch.setenv("PYTHONPATH", str(ext))
+    # In front of the caller's PYTHONPATH, which may name the fcn_research under test.
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join(filter(None, [str(ext), os.environ.get("PYTHONPATH")]))
+    )
     monkeypatch.syspath_prepend(str(ext))
     return ext
 

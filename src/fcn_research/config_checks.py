@@ -17,16 +17,12 @@ import re
 import sys
 from typing import Any, NoReturn
 
-import torch
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from hydra.errors import HydraException, InstantiationException
 from hydra.experimental.callback import Callback
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
-from torch import nn
-
-from fcn_research.model import hidden_widths
 
 MAX_SEED = 2**32 - 1  # numpy's seed range, which Lightning's seed_everything enforces
 
@@ -66,6 +62,10 @@ def _check_max_epochs(key: str, max_epochs: Any, allow_none: bool) -> None:
 
 def check_knobs(cfg: DictConfig) -> None:
     """The top-level knobs, and the group keys that take their values; ``ConfigError`` if bad."""
+    # Imported here: Hydra loads this module for SeparateJobDirs before any job runs, and
+    # the command line waits for torch (which fcn_research.model imports) only once one does.
+    from fcn_research.model import hidden_widths
+
     width = cfg.get("width")
     if isinstance(width, ListConfig):
         width = OmegaConf.to_object(width)
@@ -114,6 +114,9 @@ def _build_partial(group: str, node: DictConfig, *args: Any) -> Any:
 
 def check_partials(cfg: DictConfig) -> None:
     """Build the activation and the optimizer (on a stand-in parameter) once."""
+    import torch  # see check_knobs: this module stays importable without torch
+    from torch import nn
+
     if cfg.get("activation") is not None:
         act = _build_partial("activation", cfg.activation)
         if not isinstance(act, nn.Module):

@@ -198,8 +198,12 @@ class FCNModule(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         # Two logs per epoch, not two per batch: Lightning's self.log costs ~0.3 ms a call.
         if self._val_samples:
-            self.log("val/loss", self._val_loss_sum / self._val_samples, sync_dist=True)
-            self.log(f"val/{self.metric_name}", self.val_metric.compute(), sync_dist=True)
+            # On the progress bar: validation ends before the bar's epoch-end refresh (train/*,
+            # logged in on_train_epoch_end, would show there one epoch late).
+            loss = self._val_loss_sum / self._val_samples
+            self.log("val/loss", loss, sync_dist=True, prog_bar=True)
+            metric = self.val_metric.compute()
+            self.log(f"val/{self.metric_name}", metric, sync_dist=True, prog_bar=True)
         self.val_metric.reset()
 
     def configure_optimizers(self) -> torch.optim.Optimizer:

@@ -1,4 +1,4 @@
-"""A Hydra callback that ends a sweep with a summary of its jobs' statuses and exit status.
+"""A Hydra callback that ends a sweep with a table of its jobs' statuses and its exit status.
 
 Jobs never stop a sweep: one that raises is recorded as ``failed`` in its ``result.json``
 and the launcher goes on. Once every job has returned, this callback counts the statuses of
@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 MISSING = "missing"  # a job dir that Hydra created but that has no result.json
 BAD_STATUSES = ("failed", "running", MISSING)
+VAL_METRICS = ("val/acc", "val/mse")  # the table's column: the task's validation metric
 
 
 def sweep_statuses(sweep_dir: str | Path) -> dict[str, list[str]]:
@@ -42,8 +43,24 @@ def sweep_statuses(sweep_dir: str | Path) -> dict[str, list[str]]:
     return groups
 
 
+def sweep_table(sweep_dir: str | Path, groups: dict[str, list[str]]) -> list[str]:
+    """One line per job: its dir, its status and its final validation metric."""
+    rows = sorted((job, status) for status, jobs in groups.items() for job in jobs)
+    width = max((len(job) for job, _ in rows), default=0)
+    lines = []
+    for job, status in rows:
+        metrics = (read_result(Path(sweep_dir) / job) or {}).get("metrics") or {}
+        shown = next(
+            (f"{key} {metrics[key]:.4g}" for key in VAL_METRICS if metrics.get(key) is not None),
+            "",
+        )
+        lines.append(f"  {job:<{width}}  {status:<9}  {shown}".rstrip())
+    return lines
+
+
 class SweepStatus(Callback):
-    """After a multirun: log how many jobs completed, diverged, failed; exit 1 on failures."""
+    """After a multirun: a table of its jobs' statuses, the commands that open it in
+    TensorBoard and the report; exit 1 on failures."""
 
     def __init__(self, exit_on_failure: bool = True) -> None:
         self.exit_on_failure = exit_on_failure
@@ -52,12 +69,24 @@ class SweepStatus(Callback):
         sweep_dir = Path(str(config.hydra.sweep.dir))
         groups = sweep_statuses(sweep_dir)
         counts = Counter({status: len(jobs) for status, jobs in groups.items()})
-        log.info("sweep %s: %s", sweep_dir, dict(sorted(counts.items())) or "no results")
+        log.info(
+            "sweep %s: %s\n%s",
+            sweep_dir,
+            dict(sorted(counts.items())) or "no results",
+            "\n".join(sweep_table(sweep_dir, groups)),
+        )
         bad = [(s, job) for s in BAD_STATUSES for job in groups.get(s, [])]
         bad += [("unreadable", job) for job in groups.get("unreadable", [])]
         for status, job in bad:
             log.error("job %s: %s (see its result.json and train.log)", job, status)
         if not groups:
             log.error("sweep %s: no job left a result.json", sweep_dir)
+        if groups:
+            log.info(
+                "compare the runs: tensorboard --logdir %s\n"
+                "table and figures: python scripts/report.py %s",
+                sweep_dir,
+                sweep_dir,
+            )
         if (bad or not groups) and self.exit_on_failure:
             sys.exit(1)

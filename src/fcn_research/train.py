@@ -9,7 +9,6 @@ import inspect
 import logging
 import math
 import os
-import re
 import shutil
 import socket
 import time
@@ -19,7 +18,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import hydra
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
@@ -28,6 +26,10 @@ from hydra.utils import get_class, instantiate
 from lightning.pytorch.callbacks import ModelPruning
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+# CONF_DIR and the resolvers live in the light CLI module; importing it registers them.
+from fcn_research.cli import CONF_DIR as CONF_DIR
+from fcn_research.cli import job_dirname as job_dirname
+from fcn_research.cli import unique_dir as unique_dir
 from fcn_research.config_checks import ConfigError, check_config, exit_refused, refusal
 from fcn_research.data.base import InMemoryDataModule
 from fcn_research.job_lock import LOCK_FILE, JobDirBusy, job_dir_lock
@@ -38,44 +40,19 @@ from fcn_research.results import RESULT_FILE, read_result, write_json_atomic
 from fcn_research.trainer_options import apply_trainer_options
 
 log = logging.getLogger(__name__)
+# The full final metrics, one line per job: conf/train.yaml sends it to train.log only.
+metrics_log = logging.getLogger(f"{__name__}.metrics")
 
-CONF_DIR = Path(os.environ.get("FCN_RESEARCH_CONF", Path(__file__).resolve().parents[2] / "conf"))
 GROUPS = ("activation", "initializer", "data", "optimizer")
 CHECKPOINT = Path("checkpoints") / "last.ckpt"
 # Results as final as can be: a re-run (resume=true) skips them.
 FINAL_STATUSES = ("completed", "diverged")
 
 
-def unique_dir(path: str) -> str:
-    """Claim ``path`` (or ``path_1``, ``path_2`` ...) by creating it: same-second runs never share.
-
-    ``os.mkdir`` fails if the directory exists, so two processes cannot claim the same one.
-    Hydra caches the resolved value per config, so one sweep resolves this once.
-    """
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    candidate, n = path, 0
-    while True:
-        try:
-            os.mkdir(candidate)
-            return candidate
-        except FileExistsError:
-            n += 1
-            candidate = f"{path}_{n}"
-
-
-def job_dirname(override_dirname: str, job_num: Any) -> str:
-    """A job's directory name: its overrides (``activation=relu,depth=3``), or ``job_<n>``."""
-    name = override_dirname or f"job_{job_num}"
-    return re.sub(r"[/\\]", "_", name)
-
-
 # Lightning warnings that don't apply: metrics are logged per epoch, not every n steps; and
 # Lightning 2.6's own use of a torch API that torch 2.13 deprecates.
 warnings.filterwarnings("ignore", message=r".*smaller than the logging interval.*")
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
-
-OmegaConf.register_new_resolver("fcn_unique_dir", unique_dir, use_cache=True, replace=True)
-OmegaConf.register_new_resolver("fcn_job_dirname", job_dirname, replace=True)
 
 
 def _choices() -> dict[str, str]:
@@ -353,8 +330,43 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     finally:
         result["wall_s"] = round(time.perf_counter() - start, 3)
         write_json_atomic(out / RESULT_FILE, result)
-    log.info("%s: %s", result["status"], {k: round(v, 4) for k, v in result["metrics"].items()})
+    metrics_log.info(
+        "%s: %s", result["status"], {k: round(v, 4) for k, v in result["metrics"].items()}
+    )
     return result
+
+
+# What a job's last terminal line shows; result.json and train.log hold every metric.
+KEY_METRICS = ("val/acc", "val/mse", "neurons/dead_fraction", "grad_norm/ratio_first_last")
+LIGHTNING_LOGGERS = ("lightning.pytorch", "lightning.fabric")
+
+
+def summary(result: dict[str, Any]) -> str:
+    """A job's outcome in one line: status, key final metrics, epochs and wall time."""
+    metrics = result.get("metrics", {})
+    shown = "  ".join(f"{k} {metrics[k]:.4g}" for k in KEY_METRICS if metrics.get(k) is not None)
+    return (
+        f"{result.get('status')}: {shown or 'no metrics'}  "
+        f"(epochs {result.get('epochs', 0)}, {result.get('wall_s', 0):.1f} s)"
+    )
+
+
+def quiet_lightning(verbose: Any) -> None:
+    """Lightning's info lines (devices found, a product tip, why fit stopped) only at
+    ``hydra.verbose=true`` or ``hydra.verbose=lightning``; its warnings always.
+
+    Lightning sets its loggers to INFO when imported, after Hydra has applied
+    ``hydra.verbose``, so the level is set here, once Lightning is loaded.
+    """
+    if logging.getLogger().handlers:
+        # Lightning's import gives the `lightning` logger a console handler of its own; Hydra's
+        # job logging on the root already prints its records (and writes them to train.log).
+        own = logging.getLogger("lightning")
+        own.handlers = [h for h in own.handlers if type(h) is not logging.StreamHandler]
+    names = [verbose] if isinstance(verbose, str) else list(verbose or [])
+    for logger in LIGHTNING_LOGGERS:
+        named = verbose is True or any(logger == n or logger.startswith(f"{n}.") for n in names)
+        logging.getLogger(logger).setLevel(logging.DEBUG if named else logging.WARNING)
 
 
 def _remove_refused_run(run_dir: Path) -> None:
@@ -364,15 +376,27 @@ def _remove_refused_run(run_dir: Path) -> None:
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
-@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
-def main(cfg: DictConfig) -> float | None:
-    """``python train.py [overrides]``: one run, or a sweep with ``-m``.
+def _shown_path(path: str) -> str:
+    """``path`` relative to the working directory where it lies below it: shorter to read."""
+    relative = os.path.relpath(path)
+    return path if relative.startswith("..") else relative
+
+
+def run_job(cfg: DictConfig) -> float | None:
+    """One job of ``python train.py`` (``fcn_research.cli.main``): train, return the metric.
 
     A refused config (or a job dir in use) is one line, not a traceback (``HYDRA_FULL_ERROR=1``
     shows it); a single run's refused config leaves no run dir behind.
     """
-    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    hydra_cfg = HydraConfig.get()
+    quiet_lightning(hydra_cfg.verbose)
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
     fresh = not (Path(cfg.output_dir) / RESULT_FILE).exists()
+    out = _shown_path(cfg.output_dir)
+    if multirun:  # Hydra's launcher has just logged the job's overrides
+        log.info("job dir %s", out)
+    else:
+        log.info("%s -> run dir %s", " ".join(hydra_cfg.overrides.task) or "defaults", out)
     try:
         result = train(cfg)
     except Exception as err:
@@ -391,6 +415,7 @@ def main(cfg: DictConfig) -> float | None:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         exit_refused(message)
+    log.info("%s", summary(result))
     metrics = result.get("metrics", {})
     value = metrics.get("val/acc", metrics.get("val/mse"))
     return float(value) if value is not None else None

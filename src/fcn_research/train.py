@@ -126,7 +126,7 @@ def flat_hparams(cfg: DictConfig) -> dict[str, Any]:
     hparams: dict[str, Any] = {}
     for group in GROUPS:
         target = str(cfg[group].get("_target_", "")) if cfg.get(group) is not None else ""
-        hparams[group] = choices.get(group, target.rsplit(".", 1)[-1].lower() or "none")
+        hparams[group] = choices.get(group, _class_name(target).lower() or "none")
     hparams.update(_overridden_targets(cfg))
     width = cfg.width
     hparams.update(

@@ -112,15 +112,32 @@ def test_val_fraction_zero_validates_on_train():
 def test_batches_are_slices_covering_every_sample_once():
     x = torch.arange(10.0).unsqueeze(1)
     y = torch.arange(10)
-    batches = TensorBatches(x, y, batch_size=4, shuffle=True, seed=1)
+    batches = TensorBatches(x, y, batch_size=4, shuffle=True, seeds=[1])
     epoch = list(batches)
     assert len(batches) == len(epoch) == 3
-    assert [len(b[0]) for b in epoch] == [4, 4, 2]
-    seen = torch.cat([b[1] for b in epoch])
+    # Shuffled batches carry the member axis: (members, batch, features).
+    assert [tuple(b[0].shape) for b in epoch] == [(1, 4, 1), (1, 4, 1), (1, 2, 1)]
+    seen = torch.cat([b[1][0] for b in epoch])
     assert sorted(seen.tolist()) == list(range(10))
     assert not torch.equal(seen, y), "shuffled"
     for bx, by in epoch:
-        assert torch.equal(bx.squeeze(1).long(), by), "inputs and targets stay paired"
+        assert torch.equal(bx.squeeze(-1).long(), by), "inputs and targets stay paired"
+
+
+def test_each_member_of_a_stack_walks_the_data_in_its_solo_order():
+    x, y = torch.arange(50.0).unsqueeze(1), torch.arange(50)
+    epoch = [0]
+
+    def order(seeds):
+        batches = TensorBatches(x, y, 8, True, seeds, epoch=lambda: epoch[0])
+        return torch.cat([b for _, b in batches], dim=1)
+
+    for e in (0, 3):
+        epoch[0] = e
+        stacked = order([4, 0, 7])
+        for m, seed in enumerate([4, 0, 7]):
+            assert torch.equal(stacked[m], order([seed])[0])
+    assert not torch.equal(stacked[0], stacked[1])
 
 
 def test_unshuffled_batches_are_views():
@@ -134,7 +151,8 @@ def test_shuffle_order_depends_on_seed_and_epoch():
     epoch = [0]
 
     def order(seed):
-        return torch.cat([b for _, b in TensorBatches(x, y, 8, True, seed, epoch=lambda: epoch[0])])
+        batches = TensorBatches(x, y, 8, True, [seed], epoch=lambda: epoch[0])
+        return torch.cat([b[0] for _, b in batches])
 
     first = order(0)
     assert torch.equal(first, order(0))
@@ -148,13 +166,13 @@ def test_min_batches_repeats_the_data():
     batches = TensorBatches(x, y, batch_size=4, shuffle=True, min_batches=7)
     epoch = list(batches)
     assert len(batches) == len(epoch) == 9  # 3 passes of 3 batches
-    counts = torch.bincount(torch.cat([b for _, b in epoch]))
+    counts = torch.bincount(torch.cat([b[0] for _, b in epoch]))
     assert counts.tolist() == [3] * 10
 
 
 def test_batch_size_larger_than_data():
     batches = TensorBatches(torch.zeros(5, 1), torch.arange(5), batch_size=64, shuffle=True)
-    assert [len(b) for _, b in batches] == [5]
+    assert [b.shape[-1] for _, b in batches] == [5]
 
 
 def test_datamodule_loaders():

@@ -347,14 +347,16 @@ def test_histogram_range_doubles_when_values_exceed_it():
     hist = FixedRangeHistograms(bins=8)
     ranges, counts = [], []
     # tanh, depth 3, layer 1: weights in [-2.4, 1.9] (and one at 5) long after a first
-    # event in [-1, 1] set the range to +-1.5.
+    # event in [-1, 1] set the range to +-1.5. A second member of the stack holds the same
+    # values x10 and keeps ranges of its own.
     for x in ([-1.0, 0.5, 1.0], [-2.4, 0.0, 1.9, 5.0], [0.1]):
-        row = hist.compute({"weight/layer_01": torch.tensor(x)})[0].tolist()
-        hist.keep_ranges(["weight/layer_01"], row)
-        ranges.append(row[0][0])
-        counts.append(row[0][5:])
+        rows = hist.compute({"weight/layer_01": torch.tensor([x, [10 * v for v in x]])})[0]
+        hist.keep_ranges(["weight/layer_01"], rows.tolist())
+        ranges.append(rows[0, 0, 0].item())
+        counts.append(rows[0, 0, 5:].tolist())
+        assert rows[0, 1, 5:].tolist() == counts[-1]  # same bins in units of its range
     assert ranges == pytest.approx([1.5, 6.0, 6.0])  # doubled twice, and kept
-    assert hist.ranges == {"weight/layer_01": pytest.approx(6.0)}
+    assert hist.ranges == {"weight/layer_01": pytest.approx([6.0, 60.0])}
     # Bins of width 1.5 over [-6, 6]: no value is clipped into an edge bin.
     assert counts[1] == [0, 0, 1, 0, 1, 1, 0, 1]
     assert [sum(c) for c in counts] == [3, 4, 1]

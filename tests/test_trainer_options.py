@@ -221,7 +221,7 @@ def test_only_what_counts_batches_makes_a_batch_one_step(make_cfg):
     assert not counters(val_check_interval="00:00:01:00")
     assert counters(ModelCheckpoint(every_n_train_steps=5)) == ["ModelCheckpoint.on_train_batch_*"]
     assert counters(
-        target=_BatchHookModule(module.model, "binary", 2, module.optimizer_factory)
+        target=_BatchHookModule(module.model, "binary", 2, module.optimizer_factories)
     ) == ["_BatchHookModule.on_train_batch_start"]
     assert counters(fast_dev_run=3) == ["trainer.fast_dev_run=3"]
     assert counters(limit_train_batches=1) == ["trainer.limit_train_batches=1"]  # int: 1 batch

@@ -38,7 +38,7 @@ def inspect_init(cfg: DictConfig) -> dict[str, float]:
     values = grad_norms(probe_gradients(module, *sample_probe(x, y, _probe_size(cfg, "gradients"))))
     probe_x, _ = sample_probe(x, y, _probe_size(cfg, "neurons"))
     values.update(neuron_stats(module.model, probe_x))
-    return to_host(values)
+    return to_host(values)[0]  # one network: a stack of one
 
 
 def table(values: dict[str, float], depth: int) -> Table:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+import torch
 from torch import Tensor, nn
 
 
@@ -70,4 +71,81 @@ class MLP(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         for linear, act in zip(self.linears, self.activations, strict=False):
             x = act(linear(x))
+        return self.linears[-1](x)
+
+
+class StackedLinear(nn.Module):
+    """``M`` Linear layers of one shape as one: ``weight`` (M, out, in), ``bias`` (M, out).
+
+    Input (M, B, in), or (B, in) shared by every member; output (M, B, out). One batched
+    matrix product serves all members, so a stack pays the per-operation cost once.
+    """
+
+    def __init__(self, linears: Sequence[nn.Linear]) -> None:
+        super().__init__()
+        shapes = {tuple(lin.weight.shape) for lin in linears}
+        if len(shapes) != 1:
+            raise ValueError(f"stacked Linears must share one shape, got {sorted(shapes)}")
+        self.in_features = linears[0].in_features
+        self.out_features = linears[0].out_features
+        self.weight = nn.Parameter(torch.stack([lin.weight.detach() for lin in linears]))
+        self.bias = nn.Parameter(torch.stack([lin.bias.detach() for lin in linears]))
+
+    @property
+    def members(self) -> int:
+        return self.weight.shape[0]
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() == 2:  # one input for every member
+            return torch.matmul(x, self.weight.transpose(1, 2)) + self.bias.unsqueeze(1)
+        return torch.baddbmm(self.bias.unsqueeze(1), x, self.weight.transpose(1, 2))
+
+
+def apply_rows(activation: nn.Module, z: Tensor) -> Tensor:
+    """``activation`` on (M, B, F) pre-activations as on the (M * B, F) rows it was written
+    for: an activation sees the 2-D (samples, units) input of a plain MLP, whatever it does
+    with its dimensions."""
+    return activation(z.reshape(-1, z.shape[-1])).reshape(*z.shape[:-1], -1)
+
+
+class StackedMLP(nn.Module):
+    """``M`` MLPs of one architecture (members) trained as one model with a leading member
+    dimension; a single network is a stack of one.
+
+    Built from ordinary ``MLP`` members (each initialised as its solo job would be), whose
+    weights it copies into ``StackedLinear`` layers numbered as in ``MLP``. The activation
+    modules are the first member's: an activation holding parameters or buffers (per-member
+    state) stacks only as a stack of one. ``forward`` maps (M, B, in) or (B, in) to
+    (M, B, out).
+    """
+
+    def __init__(self, members: Sequence[MLP]) -> None:
+        super().__init__()
+        if not members:
+            raise ValueError("a stack needs at least one member")
+        first = members[0]
+        for other in members[1:]:
+            if other.widths != first.widths or other.depth != first.depth:
+                raise ValueError(
+                    f"stack members must share depth and widths, got {first.depth} "
+                    f"x {first.widths} and {other.depth} x {other.widths}"
+                )
+        if len(members) > 1 and any(
+            list(a.parameters()) or list(a.buffers()) for a in first.activations
+        ):
+            raise ValueError(
+                f"{type(first.activations[0]).__name__} has parameters or buffers of its own: "
+                "such an activation trains as a stack of one"
+            )
+        self.depth = first.depth
+        self.widths = first.widths
+        self.members = len(members)
+        self.linears = nn.ModuleList(
+            StackedLinear([m.linears[i] for m in members]) for i in range(len(first.linears))
+        )
+        self.activations = first.activations
+
+    def forward(self, x: Tensor) -> Tensor:
+        for linear, act in zip(self.linears, self.activations, strict=False):
+            x = apply_rows(act, linear(x))
         return self.linears[-1](x)

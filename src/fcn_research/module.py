@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import lightning as L
 import torch
 import torch.nn.functional as F
-import torchmetrics
 from lightning.pytorch.plugins.precision import Precision
 from lightning.pytorch.profilers import PassThroughProfiler
 from lightning.pytorch.strategies import SingleDeviceStrategy
@@ -16,6 +15,8 @@ from lightning.pytorch.utilities.model_helpers import is_overridden
 from torch import Tensor, nn
 
 from fcn_research.data.base import Task
+from fcn_research.model import StackedMLP
+from fcn_research.stacked_optim import stacked_optimizer
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 
@@ -46,48 +47,51 @@ def backward_is_plain(trainer: L.Trainer, module: L.LightningModule) -> bool:
 
 
 class FCNModule(L.LightningModule):
-    """Trains ``model`` for a binary, multi-class or regression task.
+    """Trains a stack of ``M`` MLPs (``StackedMLP``; a single run is a stack of one) for a
+    binary, multi-class or regression task.
 
+    Every member has its own loss (the mean over its own mini-batch); their sum is
+    backpropagated, so each member's gradient is its own loss's and members never mix.
     Logs ``train/loss``, ``val/loss`` and ``train/acc``, ``val/acc`` (classification) or
     ``val/mse`` (regression) once per epoch, each a mean over the epoch's samples, at the
     optimizer step where the epoch ended (``trainer.global_step``, the axis every instrument
-    uses). A batch may be a list of mini-batches: one optimizer step each, in order (the
-    datamodule's ``steps_per_batch``). A non-finite epoch loss marks the run as diverged
-    (``train/diverged`` = 1) and stops it.
+    uses): a stack of one through ``self.log``, as any Lightning module; a stack of several
+    into each member's own logger (``trainer.loggers[m]``). A batch may be a list of
+    mini-batches: one optimizer step each, in order (``steps_per_batch``). A member whose epoch
+    loss is non-finite is marked diverged (``train/diverged`` = 1) and stops updating; the run
+    stops when every member has.
     """
 
     def __init__(
         self,
-        model: nn.Module,
+        model: StackedMLP,
         task: Task,
         num_classes: int,
-        optimizer: OptimizerFactory,
+        optimizer: OptimizerFactory | Sequence[OptimizerFactory],
     ) -> None:
         super().__init__()
         self.model = model
+        self.members = model.members
         self.task = task
-        self.optimizer_factory = optimizer
-        self.diverged = False
-        self.run_hparams: dict[str, object] = {}  # the run's flat hparams, set by train()
-        if task == "regression":
-            self.val_metric = torchmetrics.MeanSquaredError()
-            self.metric_name = "mse"
-        else:
-            kwargs = (
-                {"task": task} if task == "binary" else {"task": task, "num_classes": num_classes}
+        self.num_classes = num_classes
+        factories = [optimizer] if callable(optimizer) else list(optimizer)
+        if len(factories) != self.members:
+            raise ValueError(
+                f"need one optimizer per member ({self.members}), got {len(factories)}"
             )
-            self.val_metric = torchmetrics.Accuracy(**kwargs)
-            self.metric_name = "acc"
+        self.optimizer_factories = factories
+        self.diverged = [False] * self.members
+        # Per member: the run's flat hparams (set by train()) and its last epoch metrics.
+        self.run_hparams: list[dict[str, object]] = [{} for _ in range(self.members)]
+        self.member_metrics: list[dict[str, float]] = [{} for _ in range(self.members)]
+        self.metric_name = "mse" if task == "regression" else "acc"
         # Optimization is written out (Lightning's manual mode): it lets one Lightning batch
         # hold several mini-batches, and skips automatic optimization's per-step closures.
         self.automatic_optimization = False
-        # The epoch's sums (loss and metric stay on the device; the host reads them at its end).
-        # A dict, so per-step updates don't go through nn.Module.__setattr__.
-        self._epoch_sums: dict[str, Any] = {
-            "loss": torch.zeros(()),
-            "metric": torch.zeros(()),
-            "samples": 0,
-        }
+        # The epoch's per-member sums (loss and metric stay on the device; the host reads
+        # them at its end). A dict, so per-step updates don't go through nn.Module.__setattr__.
+        self._epoch_sums: dict[str, Any] = {}
+        self._val_sums: dict[str, Any] = {}
         self._plain_backward = False  # set at on_train_start (backward_is_plain)
         # The Trainer's gradient clipping, which manual optimization leaves to the module
         # (set by fcn_research.trainer_options.move_gradient_clipping; None: no clipping).
@@ -104,22 +108,28 @@ class FCNModule(L.LightningModule):
             self.clip_gradients(optimizer, self.gradient_clip_val, self.gradient_clip_algorithm)
 
     def loss_and_predictions(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        """The task's loss and the predictions its metric compares with ``y``."""
+        """Each member's loss (M,) and the predictions (M, B, ...) its metric compares with
+        ``y``; ``x`` is (M, B, ...) with ``y`` (M, B), or (B, ...) with ``y`` (B) for all."""
         out = self.model(x)
+        y = y.expand(out.shape[0], *y.shape[-1:]) if y.dim() == 1 else y
         if self.task == "multiclass":
-            return F.cross_entropy(out, y), out
+            loss = F.cross_entropy(out.transpose(1, 2), y, reduction="none")
+            return loss.mean(1), out
         out = out.squeeze(-1)
         if self.task == "binary":
-            return F.binary_cross_entropy_with_logits(out, y), torch.sigmoid(out)
-        return F.mse_loss(out, y), out
+            loss = F.binary_cross_entropy_with_logits(out, y, reduction="none")
+            return loss.mean(1), torch.sigmoid(out)
+        return F.mse_loss(out, y, reduction="none").mean(1), out
 
     def _metric_sum(self, pred: Tensor, y: Tensor) -> Tensor:
-        """Correct predictions (classification) or squared errors (regression), summed."""
+        """Per member (M,): correct predictions (classification) or squared errors
+        (regression), summed over the batch."""
+        y = y.expand(pred.shape[0], *y.shape[-1:]) if y.dim() == 1 else y
         if self.task == "multiclass":
-            return (pred.argmax(-1) == y).sum()
+            return (pred.argmax(-1) == y).sum(1)
         if self.task == "binary":
-            return ((pred > 0.5) == (y > 0.5)).sum()
-        return (pred - y).pow(2).sum()
+            return ((pred > 0.5) == (y > 0.5)).sum(1)
+        return (pred - y).pow(2).sum(1)
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         # A batch is one (x, y) mini-batch, or a list of them (``steps_per_batch``).
@@ -129,11 +139,13 @@ class FCNModule(L.LightningModule):
         max_steps = trainer.max_steps
         for x, y in pairs:
             loss, pred = self.loss_and_predictions(x, y)
-            self._accumulate(loss.detach(), self._metric_sum(pred.detach(), y), len(x))
+            self._accumulate(loss.detach(), self._metric_sum(pred.detach(), y), y.shape[-1])
+            # Members are independent: the sum's gradient is each member's own loss's.
+            total = loss.sum() if self.members > 1 else loss[0]
             if self._plain_backward:
-                loss.backward()
+                total.backward()
             else:
-                self.manual_backward(loss)
+                self.manual_backward(total)
             optimizer.step()  # Lightning counts global_step and calls the instruments' hooks
             optimizer.zero_grad()
             if 0 <= max_steps <= trainer.global_step:
@@ -150,61 +162,115 @@ class FCNModule(L.LightningModule):
     def _accumulate(self, loss: Tensor, metric_sum: Tensor, samples: int) -> None:
         # In place on the device: a training step never waits for the host.
         sums = self._epoch_sums
-        if sums["loss"].device != loss.device:
-            sums["loss"], sums["metric"] = (
-                sums["loss"].to(loss.device),
-                sums["metric"].to(loss.device),
-            )
         sums["loss"].add_(loss * samples)  # sample-weighted: a short last batch counts less
         sums["metric"].add_(metric_sum)
         sums["samples"] += samples
 
     def on_train_start(self) -> None:
         self._plain_backward = backward_is_plain(self.trainer, self)
+        self._freeze_diverged()
+
+    def _freeze_diverged(self) -> None:
+        """A diverged member of a stack stops updating; the others go on as they would alone."""
+        if self.members > 1 and any(self.diverged):
+            optimizer = self.optimizers()
+            optimizer = getattr(optimizer, "optimizer", optimizer)
+            optimizer.frozen = torch.tensor(self.diverged, device=self.device)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["members_diverged"] = list(self.diverged)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.diverged = list(checkpoint.get("members_diverged", self.diverged))
+
+    def _zeros(self) -> dict[str, Any]:
+        device = self.device
+        return {
+            "loss": torch.zeros(self.members, device=device),
+            "metric": torch.zeros(self.members, device=device),
+            "samples": 0,
+        }
 
     def on_train_epoch_start(self) -> None:
-        device = self.device
-        self._epoch_sums.update(
-            loss=torch.zeros((), device=device),
-            metric=torch.zeros((), device=device),
-            samples=0,
-        )
+        self._epoch_sums.update(self._zeros())
+
+    def log_members(self, values: dict[str, Tensor], prog_bar: bool = False) -> list[dict]:
+        """Log per-member values ``{tag: (M,) tensor}`` at this step; return them per member
+        as host floats (one transfer).
+
+        A stack of one logs through ``self.log`` (Lightning's callback metrics, progress bar
+        and loggers, as any module); a stack of several writes each member's values into its
+        own logger and shows the members' mean on the progress bar.
+        """
+        tags = list(values)
+        host = torch.stack([values[t].detach().float() for t in tags]).cpu()
+        per_member = [
+            dict(zip(tags, host[:, m].tolist(), strict=True)) for m in range(self.members)
+        ]
+        if self.members == 1:
+            for tag in tags:
+                self.log(tag, values[tag][0], sync_dist=True, prog_bar=prog_bar)
+        else:
+            step, epoch = self.trainer.global_step, self.trainer.current_epoch
+            loggers = self.trainer.loggers
+            if self.trainer.global_rank == 0 and loggers:
+                # Loggers come member by member (train_stack); like Lightning's own logging,
+                # every record carries the epoch.
+                per = len(loggers) // self.members
+                for k, logger in enumerate(loggers):
+                    logger.log_metrics({**per_member[k // per], "epoch": epoch}, step=step)
+            if prog_bar:
+                for tag in tags:
+                    self.log(tag, values[tag].nanmean(), logger=False, prog_bar=True)
+        for member, metrics in zip(self.member_metrics, per_member, strict=True):
+            member.update(metrics)
+        return per_member
 
     def on_train_epoch_end(self) -> None:
         sums = self._epoch_sums
         if not sums["samples"]:
             return
         loss = sums["loss"] / sums["samples"]
-        self.log("train/loss", loss, sync_dist=True)
-        self.log(f"train/{self.metric_name}", sums["metric"] / sums["samples"], sync_dist=True)
-        diverged = not torch.isfinite(loss)  # the epoch's one host read
-        # A TensorBoard tag, and a metric that reaches train() even from ddp_spawn's workers.
-        self.log("train/diverged", float(diverged))
-        if diverged:
-            self.diverged = True
+        diverged = ~torch.isfinite(loss) | torch.tensor(self.diverged, device=loss.device)
+        logged = self.log_members(
+            {
+                "train/loss": loss,
+                f"train/{self.metric_name}": sums["metric"] / sums["samples"],
+                # A TensorBoard tag, and a metric that reaches train() even from ddp_spawn's
+                # workers.
+                "train/diverged": diverged.float(),
+            }
+        )
+        self.diverged = [bool(m["train/diverged"]) for m in logged]  # the epoch's host read
+        if all(self.diverged):
             self.trainer.should_stop = True
+        else:
+            self._freeze_diverged()
 
     def on_validation_epoch_start(self) -> None:
-        self._val_loss_sum = torch.zeros((), device=self.device)
-        self._val_samples = 0
+        self._val_sums = self._zeros()
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         x, y = batch
         loss, pred = self.loss_and_predictions(x, y)
-        self.val_metric.update(pred, y)
-        self._val_loss_sum += loss.detach() * len(x)
-        self._val_samples += len(x)
+        sums = self._val_sums
+        sums["loss"] += loss.detach() * len(x)
+        sums["metric"] += self._metric_sum(pred.detach(), y)
+        sums["samples"] += len(x)
 
     def on_validation_epoch_end(self) -> None:
         # Two logs per epoch, not two per batch: Lightning's self.log costs ~0.3 ms a call.
-        if self._val_samples:
+        sums = self._val_sums
+        if sums["samples"]:
             # On the progress bar: validation ends before the bar's epoch-end refresh (train/*,
             # logged in on_train_epoch_end, would show there one epoch late).
-            loss = self._val_loss_sum / self._val_samples
-            self.log("val/loss", loss, sync_dist=True, prog_bar=True)
-            metric = self.val_metric.compute()
-            self.log(f"val/{self.metric_name}", metric, sync_dist=True, prog_bar=True)
-        self.val_metric.reset()
+            self.log_members(
+                {
+                    "val/loss": sums["loss"] / sums["samples"],
+                    f"val/{self.metric_name}": sums["metric"] / sums["samples"],
+                },
+                prog_bar=True,
+            )
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return self.optimizer_factory(self.parameters())
+        return stacked_optimizer(self.optimizer_factories, self.parameters())

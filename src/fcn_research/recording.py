@@ -1,7 +1,8 @@
-"""What training measured, written into the job's result.json by the process that trained."""
+"""What training measured, written into each member's result.json by the process that trained."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,20 +18,32 @@ def _callback_metrics(trainer: L.Trainer) -> dict[str, float]:
     return {k: float(v) for k, v in trainer.callback_metrics.items() if isinstance(v, torch.Tensor)}
 
 
-def _collect(trainer: L.Trainer, attribute: str) -> dict[str, float]:
-    values: dict[str, float] = {}
+def _collect(trainer: L.Trainer, attribute: str, members: int) -> list[dict[str, float]]:
+    """Per member, the instruments' ``attribute`` (a list with one dict per member) merged."""
+    values: list[dict[str, float]] = [{} for _ in range(members)]
     for callback in trainer.callbacks:
-        values.update(getattr(callback, attribute, None) or {})
+        for mine, theirs in zip(values, getattr(callback, attribute, None) or [], strict=False):
+            mine.update(theirs)
     return values
 
 
+def _epoch_metrics(trainer: L.Trainer, pl_module: L.LightningModule) -> list[dict[str, float]]:
+    """Per member, its last logged epoch metrics; a stack of one also takes Lightning's callback
+    metrics (what a user's callback logged through ``self.log`` too)."""
+    members = [dict(m) for m in getattr(pl_module, "member_metrics", None) or [{}]]
+    if len(members) == 1:
+        members[0].update(_callback_metrics(trainer))
+    return members
+
+
 class ResultRecorder(Callback):
-    """Writes into ``<job_dir>/result.json``, on rank 0 of the process that trains:
+    """Writes into each member's ``<job_dir>/result.json``, on rank 0 of the process that
+    trains (a single run: a stack of one, one job dir):
 
     - the instruments' step-0 values (``init``) as soon as they are measured, so a job killed
       later and resumed keeps them (the instruments also carry them in the checkpoint);
-    - at the end of training: the final ``metrics`` (Lightning's callback metrics and the
-      instruments' final values), ``epochs`` and ``global_step``;
+    - at the end of training: the final ``metrics`` (the module's epoch metrics, Lightning's
+      callback metrics and the instruments' final values), ``epochs`` and ``global_step``;
     - after a ``trainer.validate`` of the trained network: its metrics, in place of the fit's.
 
     ``train()`` reads them back after ``fit``: one path for a single process and for
@@ -38,8 +51,9 @@ class ResultRecorder(Callback):
     It must come after the instruments in the callback list, so their values exist.
     """
 
-    def __init__(self, job_dir: str | Path) -> None:
-        self.job_dir = Path(job_dir)
+    def __init__(self, job_dirs: str | Path | Sequence[str | Path]) -> None:
+        dirs = [job_dirs] if isinstance(job_dirs, str | Path) else list(job_dirs)
+        self.job_dirs = [Path(d) for d in dirs]
         self._init_written = False
 
     def on_before_optimizer_step(
@@ -47,33 +61,38 @@ class ResultRecorder(Callback):
     ) -> None:
         if trainer.global_step == 0 and not self._init_written and trainer.global_rank == 0:
             self._init_written = True
-            init = _collect(trainer, "init_metrics")
-            if init:
-                update_result(self.job_dir, init=init)
+            inits = _collect(trainer, "init_metrics", len(self.job_dirs))
+            for job_dir, init in zip(self.job_dirs, inits, strict=True):
+                if init:
+                    update_result(job_dir, init=init)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.global_rank != 0:
             return
-        metrics = _callback_metrics(trainer)
-        metrics.update(_collect(trainer, "final_metrics"))
-        # A resumed run's instruments restored their step-0 values from the checkpoint;
-        # anything they lack (a checkpoint from an older version) stays as result.json has it.
-        init = {
-            **(read_result(self.job_dir) or {}).get("init", {}),
-            **_collect(trainer, "init_metrics"),
-        }
-        update_result(
-            self.job_dir,
-            init=init,
-            metrics=metrics,
-            epochs=trainer.current_epoch,
-            global_step=trainer.global_step,
-        )
+        members = len(self.job_dirs)
+        metrics = _epoch_metrics(trainer, pl_module)
+        finals = _collect(trainer, "final_metrics", members)
+        inits = _collect(trainer, "init_metrics", members)
+        epochs = getattr(pl_module, "member_epochs", None) or [trainer.current_epoch] * members
+        for m, job_dir in enumerate(self.job_dirs):
+            # A resumed run's instruments restored their step-0 values from the checkpoint;
+            # anything they lack (a checkpoint from an older version) stays as result.json has.
+            init = {**(read_result(job_dir) or {}).get("init", {}), **inits[m]}
+            update_result(
+                job_dir,
+                init=init,
+                metrics={**metrics[m], **finals[m]},
+                epochs=epochs[m],
+                global_step=trainer.global_step,
+            )
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Only a validation after fit (train() re-validates a network pruned after its last
         # validation); the fit's own validations reach result.json through on_train_end.
         if trainer.state.fn != TrainerFn.VALIDATING or trainer.global_rank != 0:
             return
-        metrics = (read_result(self.job_dir) or {}).get("metrics", {})
-        update_result(self.job_dir, metrics={**metrics, **_callback_metrics(trainer)})
+        for job_dir, metrics in zip(
+            self.job_dirs, _epoch_metrics(trainer, pl_module), strict=False
+        ):
+            before = (read_result(job_dir) or {}).get("metrics", {})
+            update_result(job_dir, metrics={**before, **metrics})

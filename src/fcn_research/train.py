@@ -13,8 +13,8 @@ import shutil
 import socket
 import time
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,12 @@ from hydra.utils import get_class, instantiate
 from lightning.pytorch.callbacks import ModelPruning
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from fcn_research.callbacks.checkpoint import (
+    LastCheckpoint,
+    is_member_checkpoint,
+    merge_checkpoints,
+)
+
 # CONF_DIR and the resolvers live in the light CLI module; importing it registers them.
 from fcn_research.cli import CONF_DIR as CONF_DIR
 from fcn_research.cli import job_dirname as job_dirname
@@ -33,7 +39,7 @@ from fcn_research.cli import unique_dir as unique_dir
 from fcn_research.config_checks import ConfigError, check_config, exit_refused, refusal
 from fcn_research.data.base import InMemoryDataModule
 from fcn_research.job_lock import LOCK_FILE, JobDirBusy, job_dir_lock
-from fcn_research.model import MLP, hidden_widths
+from fcn_research.model import MLP, StackedMLP, hidden_widths
 from fcn_research.module import FCNModule
 from fcn_research.recording import ResultRecorder
 from fcn_research.results import RESULT_FILE, read_result, write_json_atomic
@@ -55,10 +61,19 @@ warnings.filterwarnings("ignore", message=r".*smaller than the logging interval.
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
 
 
-def _choices() -> dict[str, str]:
-    if HydraConfig.initialized():
-        return {k: str(v) for k, v in HydraConfig.get().runtime.choices.items() if v is not None}
-    return {}
+def _hydra_node(cfg: DictConfig | None) -> Any:
+    """A job's Hydra settings: its config's own ``hydra`` node (a stack member's config
+    carries its job's), else the running job's ``HydraConfig``, else None."""
+    if cfg is not None and cfg.get("hydra") is not None:
+        return cfg.hydra
+    return HydraConfig.get() if HydraConfig.initialized() else None
+
+
+def _choices(cfg: DictConfig | None = None) -> dict[str, str]:
+    hydra_node = _hydra_node(cfg)
+    if hydra_node is None:
+        return {}
+    return {k: str(v) for k, v in hydra_node.runtime.choices.items() if v is not None}
 
 
 def _class_name(target: Any) -> str:
@@ -107,7 +122,7 @@ def _effective(cfg: DictConfig, group: str, key: str) -> Any:
 def _overridden_targets(cfg: DictConfig) -> dict[str, str]:
     """Group roots whose ``_target_`` an override replaced: group -> the class now built."""
     out = {}
-    for override in _overrides():
+    for override in _overrides(cfg):
         key = override.split("=", 1)[0].lstrip("+~")
         group = key.removesuffix("._target_")
         if group in GROUPS and key != group and cfg.get(group) is not None:
@@ -122,7 +137,7 @@ def flat_hparams(cfg: DictConfig) -> dict[str, Any]:
     ``lr`` / ``batch_size`` / ``max_epochs`` as the optimizer, data and trainer get them,
     ``seed`` (init and batch order) and every group key, ``data.seed`` included.
     """
-    choices = _choices()
+    choices = _choices(cfg)
     hparams: dict[str, Any] = {}
     for group in GROUPS:
         target = str(cfg[group].get("_target_", "")) if cfg.get(group) is not None else ""
@@ -146,28 +161,23 @@ def flat_hparams(cfg: DictConfig) -> dict[str, Any]:
     return hparams
 
 
-def _overrides() -> list[str]:
-    if HydraConfig.initialized():
-        return list(HydraConfig.get().overrides.task)
-    return []
+def _overrides(cfg: DictConfig | None = None) -> list[str]:
+    hydra_node = _hydra_node(cfg)
+    return list(hydra_node.overrides.task) if hydra_node is not None else []
 
 
-def build(cfg: DictConfig) -> tuple[InMemoryDataModule, FCNModule]:
-    """Instantiate and validate data and model (with its initializer) without training."""
-    width = OmegaConf.to_object(cfg.width) if isinstance(cfg.width, ListConfig) else cfg.width
-    hidden_widths(width, cfg.depth)  # a bad depth or width fails before any data is read
+def _width(cfg: DictConfig) -> Any:
+    return OmegaConf.to_object(cfg.width) if isinstance(cfg.width, ListConfig) else cfg.width
+
+
+def build_data(cfg: DictConfig, seeds: list[int] | None = None) -> InMemoryDataModule:
+    """The datamodule of ``cfg`` (shared by every member of a stack), set up, its training
+    order seeded by each member's ``seed`` (``seeds``; default the run's own)."""
+    hidden_widths(_width(cfg), cfg.depth)  # a bad depth or width fails before any data is read
     datamodule: InMemoryDataModule = instantiate(cfg.data)
     # The run's seed orders the mini-batches; data.seed alone fixes the dataset and its split.
-    datamodule.shuffle_seed = int(cfg.seed)
+    datamodule.shuffle_seeds = tuple(seeds if seeds is not None else [int(cfg.seed)])
     datamodule.setup("fit")
-    net = MLP(
-        datamodule.num_features,
-        datamodule.num_outputs,
-        depth=cfg.depth,
-        width=width,
-        activation=instantiate(cfg.activation),
-    )
-    instantiate(cfg.initializer)(net)
     steps_per_batch = int(cfg.get("steps_per_batch", 1))
     if steps_per_batch < 1:
         raise ValueError(
@@ -175,8 +185,30 @@ def build(cfg: DictConfig) -> tuple[InMemoryDataModule, FCNModule]:
             f"got {steps_per_batch}"
         )
     datamodule.steps_per_batch = steps_per_batch
+    return datamodule
+
+
+def build_network(cfg: DictConfig, datamodule: InMemoryDataModule) -> MLP:
+    """One member's MLP, initialised from its own ``seed`` exactly as its solo job is."""
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    net = MLP(
+        datamodule.num_features,
+        datamodule.num_outputs,
+        depth=cfg.depth,
+        width=_width(cfg),
+        activation=instantiate(cfg.activation),
+    )
+    instantiate(cfg.initializer)(net)
+    return net
+
+
+def build(cfg: DictConfig) -> tuple[InMemoryDataModule, FCNModule]:
+    """Instantiate and validate data and model (with its initializer) without training:
+    one network, a stack of one."""
+    datamodule = build_data(cfg)
+    net = build_network(cfg, datamodule)
     module = FCNModule(
-        net,
+        StackedMLP([net]),
         datamodule.task,
         datamodule.num_classes,
         optimizer=instantiate(cfg.optimizer),
@@ -246,94 +278,256 @@ def _pruned_after_validation(trainer: L.Trainer) -> bool:
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
-    """Train one MLP as configured; write and return its result (schema: DESIGN.md).
+    """Train one MLP as configured (a stack of one); write and return its result (schema:
+    DESIGN.md).
 
     Raises ``JobDirBusy`` when another process trains in the same job dir (its files are
     left alone); any other failure is recorded in result.json as ``failed``, then raised.
     """
     with job_dir_lock(cfg.output_dir):
-        return _train(cfg)
+        return _train_members([cfg], None, raise_errors=True)[0]
 
 
-def _train(cfg: DictConfig) -> dict[str, Any]:
-    out = Path(cfg.output_dir)
-    previous = read_result(out)
-    # `is True`: an invalid resume value is refused below, not taken as a yes.
-    if cfg.get("resume", True) is True and previous and previous.get("status") in FINAL_STATUSES:
-        log.info("%s already %s; skipping (resume=false to retrain)", out, previous["status"])
-        return previous
+def train_stack(cfgs: Sequence[DictConfig], stack: dict[str, Any] | None = None) -> list[dict]:
+    """Train the jobs ``cfgs`` together as one stack (``StackedMLP``); return their results.
 
+    Each config is one job's, with its own ``output_dir`` (and, from the stacked launcher,
+    its job's ``hydra`` node). Every member ends with the result.json its solo job would
+    write, plus ``stack`` (``stack``: which stack, how many members). A member that fails
+    to build is recorded ``failed`` and the others train; one whose job dir another process
+    holds is left alone. Completed members are skipped; members resumed from checkpoints of
+    different steps train as separate stacks, one per step.
+    """
+    results: list[dict[str, Any] | None] = [None] * len(cfgs)
+    with ExitStack() as locks:
+        held = []
+        for i, cfg in enumerate(cfgs):
+            try:
+                locks.enter_context(job_dir_lock(cfg.output_dir))
+                held.append(i)
+            except JobDirBusy as err:
+                log.error("%s", err)
+                results[i] = {"status": "running", "error": str(err)}
+        for group in _resume_groups([cfgs[i] for i in held], held):
+            members = [cfgs[i] for i in group]
+            info = {**(stack or {}), "members": len(members)} if stack is not None else None
+            for i, result in zip(
+                group, _train_members(members, info, raise_errors=False), strict=True
+            ):
+                results[i] = result
+    return [r if r is not None else {"status": "failed"} for r in results]
+
+
+def _resume_step(cfg: DictConfig) -> int | None:
+    """The optimizer step a job resumes from (None: it starts afresh)."""
+    ckpt = Path(cfg.output_dir) / CHECKPOINT
+    if not cfg.get("resume", True) or not ckpt.exists():
+        return None
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    max_epochs = cfg.get("trainer", {}).get("max_epochs")
+    if max_epochs is not None and 0 <= max_epochs <= int(state.get("epoch", -1)) + 1:
+        return None  # from the last epoch: retrained (see _train_members)
+    return int(state.get("global_step", 0))
+
+
+def _resume_groups(cfgs: list[DictConfig], indices: list[int]) -> list[list[int]]:
+    """``indices`` grouped by the step their jobs resume from: members of one stack move in
+    lockstep, so only jobs at the same step (or all fresh) train together."""
+    groups: dict[int | None, list[int]] = {}
+    for cfg, i in zip(cfgs, indices, strict=True):
+        groups.setdefault(_resume_step(cfg), []).append(i)
+    return list(groups.values())
+
+
+def _fail(result: dict[str, Any], out: Path, err: Exception, started: bool) -> None:
+    """Record ``err`` in a member's result (what it measured before failing stays)."""
+    if started:
+        _take_recorded(result, out)
+    result["status"] = "failed"
+    result["error"] = refusal(err) or f"{type(err).__name__}: {err}"
+
+
+def _train_members(
+    cfgs: Sequence[DictConfig], stack: dict[str, Any] | None, raise_errors: bool
+) -> list[dict[str, Any]]:
+    """Train ``cfgs`` as one stack; each member's result.json is written whatever happens.
+
+    With ``raise_errors`` (a single run) a failure is raised after it is recorded.
+    """
     start = time.perf_counter()
-    result: dict[str, Any] = {
-        "status": "running",
-        "overrides": _overrides(),
-        "hparams": {},
-        "metrics": {},
-        # A resumed job keeps the step-0 values it measured before it was interrupted.
-        "init": (previous or {}).get("init", {}),
-        "epochs": 0,
-        "wall_s": 0.0,
-        "env": job_env(),
-    }
-    started = False
-    try:
-        check_config(cfg)
-        if cfg.get("num_threads"):
-            torch.set_num_threads(int(cfg.num_threads))
-        L.seed_everything(cfg.seed, workers=True, verbose=False)
-        result["hparams"] = flat_hparams(cfg)
-        write_json_atomic(out / RESULT_FILE, result)
-        started = True  # from here on, result.json is this run's
+    results: list[dict[str, Any]] = []
+    live: list[int] = []  # indices of the members that still train
+    started: set[int] = set()
+    for i, cfg in enumerate(cfgs):
+        out = Path(cfg.output_dir)
+        previous = read_result(out)
+        # `is True`: an invalid resume value is refused below, not taken as a yes.
+        if (
+            cfg.get("resume", True) is True
+            and previous
+            and previous.get("status") in FINAL_STATUSES
+        ):
+            log.info("%s already %s; skipping (resume=false to retrain)", out, previous["status"])
+            results.append(previous)
+            continue
+        result: dict[str, Any] = {
+            "status": "running",
+            "overrides": _overrides(cfg),
+            "hparams": {},
+            "metrics": {},
+            # A resumed job keeps the step-0 values it measured before it was interrupted.
+            "init": (previous or {}).get("init", {}),
+            "epochs": 0,
+            "wall_s": 0.0,
+            "env": job_env(),
+        }
+        if stack is not None:
+            result["stack"] = stack
+        results.append(result)
         try:
-            datamodule, module = build(cfg)
-        except ValueError as err:  # data or initializer settings that only building shows bad
+            check_config(cfg)
+            result["hparams"] = flat_hparams(cfg)
+            write_json_atomic(out / RESULT_FILE, result)
+            started.add(i)  # from here on, result.json is this run's
+            live.append(i)
+        except Exception as err:
+            _fail(result, out, err, False)
+            _finish(result, out, start)
+            if raise_errors:
+                raise
+    if not live:
+        return results
+    first = cfgs[live[0]]
+    try:
+        if first.get("num_threads"):
+            torch.set_num_threads(int(first.num_threads))
+        try:
+            datamodule = build_data(first, [int(cfgs[i].seed) for i in live])
+        except ValueError as err:  # data settings that only building shows bad
             raise ConfigError(str(err)) from err
-        module.run_hparams = result["hparams"]  # what HParamsSummary shows for this run
-        # The task and class count (the report's chance level) without importing the data code.
-        result.update(task=datamodule.task, num_classes=datamodule.num_classes)
-        # The recorder last: it writes what the instruments before it measured.
-        callbacks = [*_instantiate_all(cfg.get("callbacks")), ResultRecorder(out)]
-        loggers = _instantiate_all(cfg.get("logger"))
-        trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
-        apply_trainer_options(trainer, module, datamodule)  # before fit: it picks the batching
-        ckpt = out / CHECKPOINT
-        ckpt_path = str(ckpt) if cfg.get("resume", True) and ckpt.exists() else None
-        if ckpt_path and _trained_to_the_end(ckpt, trainer.max_epochs):
-            # Killed after its last checkpoint but before result.json: the final metrics died
-            # with the process, and resuming would train nothing. Training is deterministic,
-            # so a fresh start gives the same result.
-            log.info("%s is from the last epoch; retraining to recover the metrics", ckpt)
-            ckpt_path = None
-        if ckpt_path:
-            log.info("resuming from %s", ckpt_path)
+        nets = []
+        for i in list(live):
+            try:
+                nets.append(build_network(cfgs[i], datamodule))
+            except Exception as err:
+                failure = ConfigError(str(err)) if isinstance(err, ValueError) else err
+                _fail(results[i], Path(cfgs[i].output_dir), failure, True)
+                _finish(results[i], Path(cfgs[i].output_dir), start)
+                live.remove(i)
+                if raise_errors:
+                    raise failure from err
+        if not live:
+            return results
+        if len(live) != len(datamodule.shuffle_seeds):  # a member failed to build
+            datamodule.shuffle_seeds = tuple(int(cfgs[i].seed) for i in live)
+            datamodule._loaders.clear()
+        _fit(cfgs, results, live, datamodule, nets, stack)
+    except Exception as err:
+        for i in live:
+            _fail(results[i], Path(cfgs[i].output_dir), err, i in started)
+        if raise_errors:
+            raise
+        log.exception("stack failed")
+    finally:
+        for i in live:
+            _finish(results[i], Path(cfgs[i].output_dir), start)
+    for i in live:
+        metrics = results[i]["metrics"]
+        metrics_log.info(
+            "%s: %s", results[i]["status"], {k: round(v, 4) for k, v in metrics.items()}
+        )
+    return results
+
+
+def _finish(result: dict[str, Any], out: Path, start: float) -> None:
+    result["wall_s"] = round(time.perf_counter() - start, 3)
+    write_json_atomic(out / RESULT_FILE, result)
+
+
+def _fit(
+    cfgs: Sequence[DictConfig],
+    results: list[dict[str, Any]],
+    live: list[int],
+    datamodule: InMemoryDataModule,
+    nets: list[MLP],
+    stack: dict[str, Any] | None,
+) -> None:
+    """Fit the stack of ``nets`` (members ``live``) and take each member's outcome."""
+    first = cfgs[live[0]]
+    outs = [Path(cfgs[i].output_dir) for i in live]
+    module = FCNModule(
+        StackedMLP(nets),
+        datamodule.task,
+        datamodule.num_classes,
+        optimizer=[instantiate(cfgs[i].optimizer) for i in live],
+    )
+    module.run_hparams = [results[i]["hparams"] for i in live]  # what HParamsSummary shows
+    module.run_overrides = [results[i]["overrides"] for i in live]
+    for i in live:
+        # The task and class count (the report's chance level) without importing data code.
+        results[i].update(task=datamodule.task, num_classes=datamodule.num_classes)
+    # The recorder last: it writes what the instruments before it measured.
+    callbacks = [*_instantiate_all(first.get("callbacks")), ResultRecorder(outs)]
+    if len(live) > 1:
+        refused = [type(c).__name__ for c in callbacks if isinstance(c, ModelPruning)]
+        if refused:
+            raise ConfigError(f"{refused} prune by a ranking over the whole stack: not stacked")
+        for callback in callbacks:
+            if isinstance(callback, LastCheckpoint):
+                callback.member_dirs = [out / CHECKPOINT.parent for out in outs]
+    # One logger set per member, in member order (a member's loggers write its own run).
+    loggers = [lg for i in live for lg in _instantiate_all(cfgs[i].get("logger"))]
+    trainer: L.Trainer = instantiate(first.trainer, callbacks=callbacks, logger=loggers or False)
+    apply_trainer_options(trainer, module, datamodule)  # before fit: it picks the batching
+    ckpt_path, merged = _resume_checkpoint(outs, first, trainer.max_epochs)
+    try:
         with restored_env():  # each job of a sweep finds its own free port
             trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-        _take_recorded(result, out)
-        if _pruned_after_validation(trainer) and "val/loss" in result["metrics"]:
-            # The final metrics describe the final network: Lightning validates before an
-            # epoch's on_train_epoch_end, where ModelPruning prunes, so the fit's last val/*
-            # belong to a less pruned network. Validate it once more, as a Lightning user
-            # would with trainer.validate after fit, logged at the final step (Lightning's
-            # logging counter, as the module keeps it, moved one past it at the epoch's end;
-            # under ddp_spawn this process's trainer never counted: the recorded step).
-            trainer.fit_loop.epoch_loop._batches_that_stepped = result["global_step"]
-            trainer.validate(module, datamodule=datamodule, verbose=False)
-            _take_recorded(result, out)
-        diverged = module.diverged or result["metrics"].get("train/diverged", 0.0) > 0
-        result["status"] = "diverged" if diverged else "completed"
-    except Exception as err:
-        if started:
-            _take_recorded(result, out)  # what was measured before the failure (init) stays
-        result["status"] = "failed"
-        result["error"] = refusal(err) or f"{type(err).__name__}: {err}"
-        raise
     finally:
-        result["wall_s"] = round(time.perf_counter() - start, 3)
-        write_json_atomic(out / RESULT_FILE, result)
-    metrics_log.info(
-        "%s: %s", result["status"], {k: round(v, 4) for k, v in result["metrics"].items()}
-    )
-    return result
+        if merged:
+            Path(ckpt_path).unlink(missing_ok=True)
+    for i, out in zip(live, outs, strict=True):
+        _take_recorded(results[i], out)
+    if _pruned_after_validation(trainer) and "val/loss" in results[live[0]]["metrics"]:
+        # The final metrics describe the final network: Lightning validates before an
+        # epoch's on_train_epoch_end, where ModelPruning prunes, so the fit's last val/*
+        # belong to a less pruned network. Validate it once more, as a Lightning user
+        # would with trainer.validate after fit, logged at the final step (Lightning's
+        # logging counter, as the module keeps it, moved one past it at the epoch's end;
+        # under ddp_spawn this process's trainer never counted: the recorded step).
+        trainer.fit_loop.epoch_loop._batches_that_stepped = results[live[0]]["global_step"]
+        trainer.validate(module, datamodule=datamodule, verbose=False)
+        _take_recorded(results[live[0]], outs[0])
+    for m, i in enumerate(live):
+        diverged = module.diverged[m] or results[i]["metrics"].get("train/diverged", 0.0) > 0
+        results[i]["status"] = "diverged" if diverged else "completed"
+
+
+def _resume_checkpoint(
+    outs: list[Path], cfg: DictConfig, max_epochs: int | None
+) -> tuple[str | None, bool]:
+    """The checkpoint to resume from (None: a fresh start) and whether it is a merged stack
+    checkpoint written for this fit (removed after it)."""
+    if not cfg.get("resume", True):
+        return None, False
+    ckpts = [out / CHECKPOINT for out in outs]
+    if not all(c.exists() for c in ckpts):
+        return None, False
+    if _trained_to_the_end(ckpts[0], max_epochs):
+        # Killed after its last checkpoint but before result.json: the final metrics died
+        # with the process, and resuming would train nothing. Training is deterministic,
+        # so a fresh start gives the same result.
+        log.info("%s is from the last epoch; retraining to recover the metrics", ckpts[0])
+        return None, False
+    states = [torch.load(c, map_location="cpu", weights_only=False) for c in ckpts]
+    if len(ckpts) == 1 and not is_member_checkpoint(states[0]):
+        log.info("resuming from %s", ckpts[0])
+        return str(ckpts[0]), False
+    # Each member keeps its own checkpoint; the stack resumes from them joined.
+    merged = outs[0] / CHECKPOINT.parent / ".stack_resume.ckpt"
+    torch.save(merge_checkpoints(states), merged)
+    log.info("resuming %d members from their checkpoints", len(ckpts))
+    return str(merged), True
 
 
 # What a job's last terminal line shows; result.json and train.log hold every metric.

@@ -11,6 +11,7 @@ from torch import Tensor
 
 from fcn_research.callbacks.probe import layer_tag, mlp_of
 from fcn_research.callbacks.schedule import EpochImages
+from fcn_research.model import apply_rows
 
 # TensorFlow Playground's colours: orange for class 0 (negative), blue for class 1.
 ORANGE = (245 / 255, 147 / 255, 34 / 255)
@@ -42,7 +43,8 @@ def _shade(colour: Tensor, strength: Tensor) -> Tensor:
 def render_boundary(
     pl_module: L.LightningModule, x: Tensor, y: Tensor, resolution: int = 160
 ) -> Tensor:
-    """An RGB image (3, H, W) in [0, 1]: the predicted class map and the points on top."""
+    """Per member, an RGB image in [0, 1] (M, 3, H, W): the predicted class map and the
+    points on top; one evaluation of the stack draws them all."""
     model = mlp_of(pl_module)
     was_training = model.training
     model.eval()
@@ -50,22 +52,23 @@ def render_boundary(
     # decision map is smooth at this scale, and a wide network costs 1/6 of a full grid.
     samples = min(resolution, GRID_SAMPLES)
     grid, lo, hi = _grid(x, samples)
-    out = model(grid)
+    out = model(grid)  # (M, samples^2, outputs)
     model.train(was_training)
+    members = out.shape[0]
     palette = PALETTE.to(x.device)
     binary = out.shape[-1] == 1
     prob = torch.sigmoid(out) if binary else out.softmax(-1)
-    prob = prob.T.reshape(1, -1, samples, samples)
+    prob = prob.transpose(1, 2).reshape(members, -1, samples, samples)
     prob = F.interpolate(prob, size=(resolution, resolution), mode="bilinear", align_corners=True)
-    prob = prob[0].flatten(1).T  # (pixels, outputs)
+    prob = prob.flatten(2).transpose(1, 2)  # (M, pixels, outputs)
     if binary:
-        p = prob[:, 0]
+        p = prob[..., 0]
         cls, conf = (p > 0.5).long(), (2 * p - 1).abs()
     else:
         conf, cls = prob.max(-1)
         conf = (conf - 1 / out.shape[-1]) / (1 - 1 / out.shape[-1])
     img = _shade(palette[cls % len(palette)], 0.15 + 0.55 * conf)
-    img = img.reshape(resolution, resolution, 3)
+    img = img.reshape(members, resolution, resolution, 3)
     # Points: 3x3 squares in the class colour, darkened so they stand out.
     x, y = x[:MAX_POINTS], y[:MAX_POINTS].long()
     col = ((x[:, 0] - lo[0]) / (hi[0] - lo[0]) * (resolution - 1)).round().long()
@@ -75,34 +78,39 @@ def render_boundary(
         for dc in (-1, 0, 1):
             r = (row + dr).clamp(0, resolution - 1)
             c = (col + dc).clamp(0, resolution - 1)
-            img[r, c] = colour
-    return img.permute(2, 0, 1).clamp(0, 1)
+            img[:, r, c] = colour
+    return img.permute(0, 3, 1, 2).clamp(0, 1)
 
 
 @torch.no_grad()
 def render_neuron_maps(
     pl_module: L.LightningModule, x: Tensor, resolution: int = 48
 ) -> list[Tensor]:
-    """Per hidden layer, a tiled image of every unit's output over the input plane."""
+    """Per hidden layer, per member a tiled image of every unit's output over the input
+    plane: (M, 3, H, W)."""
     model = mlp_of(pl_module)
     grid, _, _ = _grid(x, resolution)
     maps, h = [], grid
     for linear, act in zip(model.linears, model.activations, strict=False):
-        h = act(linear(h))
-        v = h / h.abs().amax(0, keepdim=True).clamp_min(1e-12)  # each unit scaled to [-1, 1]
+        h = apply_rows(act, linear(h))  # (M, pixels, units)
+        v = h / h.abs().amax(1, keepdim=True).clamp_min(1e-12)  # each unit scaled to [-1, 1]
         colour = torch.where(v.unsqueeze(-1) > 0, PALETTE[1].to(x.device), PALETTE[0].to(x.device))
-        tiles = _shade(colour, v.abs()).reshape(resolution, resolution, -1, 3).permute(2, 3, 0, 1)
-        n = tiles.shape[0]
+        tiles = _shade(colour, v.abs()).reshape(len(v), resolution, resolution, -1, 3)
+        tiles = tiles.permute(0, 3, 4, 1, 2)  # (M, units, 3, res, res)
+        n = tiles.shape[1]
         cols = min(n, 8)
         rows = -(-n // cols)
-        canvas = torch.ones(3, rows * (resolution + 2), cols * (resolution + 2), device=x.device)
+        canvas = torch.ones(
+            len(v), 3, rows * (resolution + 2), cols * (resolution + 2), device=x.device
+        )
         for k in range(n):
             r, c = divmod(k, cols)
             canvas[
                 :,
+                :,
                 r * (resolution + 2) : r * (resolution + 2) + resolution,
                 c * (resolution + 2) : c * (resolution + 2) + resolution,
-            ] = tiles[k]
+            ] = tiles[:, k]
         maps.append(canvas)
     return maps
 
@@ -136,10 +144,15 @@ class DecisionBoundary(EpochImages):
         x = getattr(datamodule, "x_train", None)
         return x is not None and x.shape[1] == 2 and datamodule.task != "regression"
 
-    def draw(self, trainer: L.Trainer, pl_module: L.LightningModule, writer: Any) -> None:
+    def draw(self, trainer: L.Trainer, pl_module: L.LightningModule, writers: list[Any]) -> None:
         dm, step = trainer.datamodule, trainer.global_step
-        img = render_boundary(pl_module, dm.x_train, dm.y_train, self.resolution)
-        writer.add_image("decision_boundary", img.cpu(), step)
+        images = {
+            "decision_boundary": render_boundary(pl_module, dm.x_train, dm.y_train, self.resolution)
+        }
         if self.neuron_maps:
             for i, canvas in enumerate(render_neuron_maps(pl_module, dm.x_train), 1):
-                writer.add_image(layer_tag("neurons/maps", i), canvas.cpu(), step)
+                images[layer_tag("neurons/maps", i)] = canvas
+        host = {tag: img.cpu() for tag, img in images.items()}
+        for m, writer in enumerate(writers):
+            for tag, img in host.items():
+                writer.add_image(tag, img[m], step)

@@ -29,13 +29,14 @@ def _draw(img: Tensor, cols: Tensor, rows: Tensor, colour: Tensor, radius: int) 
 def render_function_fit(
     pl_module: L.LightningModule, x: Tensor, y: Tensor, width: int = 320, height: int = 200
 ) -> Tensor:
-    """An RGB image (3, H, W) in [0, 1]: the target's samples (orange) and the fit (blue)."""
+    """Per member, an RGB image in [0, 1] (M, 3, H, W): the target's samples (orange) and the
+    member's fit (blue); one evaluation of the stack draws them all."""
     model = mlp_of(pl_module)
     was_training = model.training
     model.eval()
     lo, hi = x.min(), x.max()
     grid = torch.linspace(0, 1, width, device=x.device) * (hi - lo) + lo
-    fit = model(grid.unsqueeze(1)).squeeze(-1)
+    fit = model(grid.unsqueeze(1)).squeeze(-1)  # (M, width)
     model.train(was_training)
     x, y = x[:MAX_POINTS, 0], y[:MAX_POINTS]
     # The vertical range follows the target, padded; a wild fit is clipped at the border.
@@ -50,14 +51,14 @@ def render_function_fit(
     cols = ((x - lo) / (hi - lo).clamp_min(1e-12) * (width - 1)).round().long()
     _draw(img, cols, row(y), torch.tensor(ORANGE, device=x.device), radius=1)
     # The fit as a polyline: fill every row between consecutive grid points.
-    fit_rows = row(fit)
-    top = torch.minimum(fit_rows[:-1], fit_rows[1:])
-    bottom = torch.maximum(fit_rows[:-1], fit_rows[1:])
+    fit_rows = row(fit).unsqueeze(1)  # (M, 1, width)
+    top = torch.minimum(fit_rows[..., :-1], fit_rows[..., 1:])
+    bottom = torch.maximum(fit_rows[..., :-1], fit_rows[..., 1:])
     r = torch.arange(height, device=x.device).unsqueeze(1)
-    mask = (r >= top.unsqueeze(0)) & (r <= bottom.unsqueeze(0))
-    mask = torch.cat([mask, mask[:, -1:]], 1) | (r == fit_rows.unsqueeze(0))
-    img[:, mask] = torch.tensor(BLUE, device=x.device).unsqueeze(1)
-    return img
+    mask = (r >= top) & (r <= bottom)
+    mask = torch.cat([mask, mask[..., -1:]], -1) | (r == fit_rows)  # (M, height, width)
+    blue = torch.tensor(BLUE, device=x.device).view(1, 3, 1, 1)
+    return torch.where(mask.unsqueeze(1), blue, img.unsqueeze(0))
 
 
 class FunctionFit(EpochImages):
@@ -84,7 +85,8 @@ class FunctionFit(EpochImages):
         x = getattr(datamodule, "x_train", None)
         return x is not None and x.shape[1] == 1 and datamodule.task == "regression"
 
-    def draw(self, trainer: L.Trainer, pl_module: L.LightningModule, writer: Any) -> None:
+    def draw(self, trainer: L.Trainer, pl_module: L.LightningModule, writers: list[Any]) -> None:
         dm = trainer.datamodule
         img = render_function_fit(pl_module, dm.x_train, dm.y_train, self.width, self.height)
-        writer.add_image("function_fit", img.cpu(), trainer.global_step)
+        for writer, member_img in zip(writers, img.cpu(), strict=False):
+            writer.add_image("function_fit", member_img, trainer.global_step)

@@ -11,13 +11,13 @@ from torch import Tensor, nn
 from fcn_research.callbacks.histograms import FixedRangeHistograms
 from fcn_research.callbacks.probe import (
     layer_tag,
+    member_writers,
     mlp_of,
     probe_set,
-    tensorboard,
     write_scalars,
 )
 from fcn_research.callbacks.schedule import StepInstrument
-from fcn_research.model import MLP
+from fcn_research.model import StackedMLP
 
 
 def trained_weight(linear: nn.Linear) -> Tensor:
@@ -28,8 +28,8 @@ def trained_weight(linear: nn.Linear) -> Tensor:
 
 
 def probe_gradients(pl_module: L.LightningModule, x: Tensor, y: Tensor) -> list[Tensor]:
-    """Per Linear, the gradient of the module's loss on (x, y) with respect to the weight the
-    optimizer updates (under pruning: masked, as the optimizer applies it).
+    """Per Linear, the gradient (M, out, in) of each member's loss on (x, y) with respect to
+    the weight the optimizer updates (under pruning: masked, as the optimizer applies it).
 
     ``.grad`` is left untouched (``autograd.grad``), so a training step's gradient survives,
     and nothing reaches DDP's gradient hooks.
@@ -37,21 +37,29 @@ def probe_gradients(pl_module: L.LightningModule, x: Tensor, y: Tensor) -> list[
     weights = [trained_weight(linear) for linear in mlp_of(pl_module).linears]
     with torch.enable_grad():
         loss, _ = pl_module.loss_and_predictions(x, y)
-        return list(torch.autograd.grad(loss, weights))
+        # Members are independent: the sum's gradient is each member's own loss's.
+        return list(torch.autograd.grad(loss.sum(), weights))
+
+
+def _member_norms(g: Tensor) -> Tensor:
+    """(M,): the L2 norm of each member's slice of a stacked tensor."""
+    return g.flatten(1).norm(dim=1)
 
 
 def grad_norms(grads: list[Tensor]) -> dict[str, Tensor]:
     """``grad_norm/layer_XX`` (L2 norm of each Linear's weight gradient), first/last ratio;
-    ``grad_rms/layer_XX`` (its per-element RMS), first/last ratio and ``grad_rms/ratio_hidden``.
+    ``grad_rms/layer_XX`` (its per-element RMS), first/last ratio and ``grad_rms/ratio_hidden``;
+    each a (M,) tensor, one value per member of the stack.
 
     A norm grows with the matrix's size (Linear 1 may be 32x2, the last 1x32), so the norm
     ratio is not 1 even without any vanishing; the RMS ratio compares per-weight gradients,
     and ``ratio_hidden`` (Linear 2 over Linear depth-1, from depth 4: hidden-to-hidden
     matrices, equally shaped at a constant width) leaves the input and output layers out.
     """
-    norms = {layer_tag("grad_norm", i): g.norm() for i, g in enumerate(grads, 1)}
-    norms["grad_norm/ratio_first_last"] = grads[0].norm() / grads[-1].norm()
-    rms = [g.norm() / g.numel() ** 0.5 for g in grads]
+    per_layer = [_member_norms(g) for g in grads]
+    norms = {layer_tag("grad_norm", i): n for i, n in enumerate(per_layer, 1)}
+    norms["grad_norm/ratio_first_last"] = per_layer[0] / per_layer[-1]
+    rms = [n / g[0].numel() ** 0.5 for n, g in zip(per_layer, grads, strict=True)]
     norms.update({layer_tag("grad_rms", i): r for i, r in enumerate(rms, 1)})
     norms["grad_rms/ratio_first_last"] = rms[0] / rms[-1]
     if len(grads) >= 4:
@@ -100,8 +108,8 @@ class GradientMonitor(StepInstrument):
 
     def measure(
         self, trainer: L.Trainer, pl_module: L.LightningModule, step: int
-    ) -> dict[str, float]:
-        model: MLP = mlp_of(pl_module)
+    ) -> list[dict[str, float]]:
+        model: StackedMLP = mlp_of(pl_module)
         grads = probe_gradients(pl_module, *self._probe)
         norms = grad_norms(grads)
         hist_values: dict[str, Tensor] = {}
@@ -109,23 +117,30 @@ class GradientMonitor(StepInstrument):
             for i, (linear, grad) in enumerate(zip(model.linears, grads, strict=True), 1):
                 hist_values[layer_tag("grad", i)] = grad
                 hist_values[layer_tag("weight", i)] = linear.weight
+        # The event's one device-to-host transfer: norms and histograms of every member.
+        members = model.members
+        flat = torch.stack([v.float() for v in norms.values()], 1)  # (M, tags)
         rows, meta = self.hist.compute(hist_values) if hist_values else (None, [])
-        # The event's one device-to-host transfer: norms and histograms together.
-        flat = torch.stack([v.float() for v in norms.values()])
         if rows is not None:
-            flat = torch.cat([flat, rows.flatten()])
+            flat = torch.cat([flat, rows.transpose(0, 1).flatten(1)], 1)
         host = flat.cpu().tolist()
-        scalars = dict(zip(norms, host[: len(norms)], strict=True))
-        width = rows.shape[1] if rows is not None else 0
-        host_rows = [
-            host[len(norms) + k * width : len(norms) + (k + 1) * width] for k in range(len(meta))
+        scalars = [dict(zip(norms, h[: len(norms)], strict=True)) for h in host]
+        width = rows.shape[2] if rows is not None else 0
+        # member_rows[m][k]: member m's row of histogram k.
+        member_rows = [
+            [h[len(norms) + k * width : len(norms) + (k + 1) * width] for k in range(len(meta))]
+            for h in host
         ]
-        self.hist.keep_ranges(list(hist_values), host_rows)
-        writer = tensorboard(trainer)
-        if writer is not None:
-            write_scalars(writer, scalars, step)
-            if host_rows:
-                self.hist.write(writer, list(hist_values), host_rows, meta, step)
+        tags = list(hist_values)
+        self.hist.keep_ranges(
+            tags, [[member_rows[m][k] for m in range(members)] for k in range(len(tags))]
+        )
+        for writer, member, rows_m in zip(
+            member_writers(trainer), scalars, member_rows, strict=False
+        ):
+            write_scalars(writer, member, step)
+            if rows_m:
+                self.hist.write(writer, tags, rows_m, meta, step)
         return scalars
 
     def state_dict(self) -> dict[str, Any]:
@@ -134,7 +149,7 @@ class GradientMonitor(StepInstrument):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)
-        self.hist.ranges = dict(state_dict.get("hist_ranges", {}))
+        self.hist.ranges = {k: list(v) for k, v in state_dict.get("hist_ranges", {}).items()}
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._probe = None  # hold no tensors between runs

@@ -12,7 +12,7 @@ from tensorboard.compat.proto.summary_pb2 import Summary
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 from torch.utils.tensorboard.summary import hparams
 
-from fcn_research.callbacks.probe import tensorboard
+from fcn_research.callbacks.probe import member_writers
 
 # Metrics shown per run in the HParams table; their values are the runs' last scalars.
 DEFAULT_METRICS = (
@@ -61,8 +61,10 @@ def mark_varied(experiment: Summary, varied: list[str]) -> None:
 class HParamsSummary(Callback):
     """Writes the run's flat hparams and the names of its metrics to the HParams plugin.
 
-    The hparams are the LightningModule's ``run_hparams`` (set by ``train()``: activation,
-    depth, width, initializer, optimizer, lr, seed, data, ...). TensorBoard takes each
+    The hparams are the LightningModule's ``run_hparams`` (set by ``train()``, one dict per
+    member of the stack: activation, depth, width, initializer, optimizer, lr, seed, data,
+    ...), each written into its member's run with the overrides of its job
+    (``run_overrides``). TensorBoard takes each
     metric's value from the run's scalar of the same tag, so the table shows final values.
     The hparams the job's overrides set (in a sweep: what the sweep varies) are marked as
     differing, so the dashboard shows them by default.
@@ -75,17 +77,20 @@ class HParamsSummary(Callback):
         self.metrics = list(metrics)
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        writer = tensorboard(trainer)
-        if writer is None or trainer.global_rank != 0:
-            return
-        run_hparams = getattr(pl_module, "run_hparams", None) or dict(pl_module.hparams)
+        writers = member_writers(trainer)
         task = getattr(pl_module, "task", None)
         # Regression has no accuracy and classification no MSE: declare only what is logged.
         skip = "val/acc" if task == "regression" else "val/mse"
         metrics = {m: 0.0 for m in self.metrics if m != skip}
-        exp, ssi, sei = hparams({k: _scalar(v) for k, v in run_hparams.items()}, metrics)
-        overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
-        mark_varied(exp, overridden_hparams(overrides, list(run_hparams)))
-        file_writer = writer._get_file_writer()
-        for summary in (exp, ssi, sei):
-            file_writer.add_summary(summary)
+        members = getattr(pl_module, "run_hparams", None) or [dict(pl_module.hparams)]
+        member_overrides = getattr(pl_module, "run_overrides", None) or [_hydra_overrides()]
+        for writer, run_hparams, overrides in zip(writers, members, member_overrides, strict=False):
+            exp, ssi, sei = hparams({k: _scalar(v) for k, v in run_hparams.items()}, metrics)
+            mark_varied(exp, overridden_hparams(list(overrides), list(run_hparams)))
+            file_writer = writer._get_file_writer()
+            for summary in (exp, ssi, sei):
+                file_writer.add_summary(summary)
+
+
+def _hydra_overrides() -> list[str]:
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 
-from fcn_research.callbacks.probe import layer_tag, mlp_of, tensorboard
+from fcn_research.callbacks.probe import layer_tag, member_writers, mlp_of
 
 # Per-layer metrics: category title -> (tag prefix, whether every Linear has it or only the
 # hidden layers), and the whole-network tags charted first in the category.
@@ -49,6 +49,6 @@ class ScalarsLayout(Callback):
     Custom Scalars."""
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        writer = tensorboard(trainer)
-        if writer is not None and trainer.global_rank == 0:
-            writer.add_custom_scalars(scalars_layout(len(mlp_of(pl_module).linears)))
+        layout = scalars_layout(len(mlp_of(pl_module).linears))
+        for writer in member_writers(trainer):
+            writer.add_custom_scalars(layout)

@@ -12,12 +12,11 @@ from fcn_research.callbacks.probe import (
     layer_tag,
     mlp_of,
     probe_set,
-    tensorboard,
     to_host,
-    write_scalars,
+    write_members,
 )
 from fcn_research.callbacks.schedule import StepInstrument
-from fcn_research.model import MLP
+from fcn_research.model import MLP, StackedMLP
 
 # A unit is dead when |d act/d z| <= DEAD_TOL at every probe point: no gradient passes.
 # Exact for ReLU (derivative 0 or 1); for a sigmoid it means the derivative underflowed.
@@ -135,7 +134,7 @@ def peak_derivative(activation: nn.Module, width_in: int | None = None) -> Tenso
     return profile_activation(activation, width_in).peak
 
 
-def profile_layers(model: MLP) -> list[ActivationProfile]:
+def profile_layers(model: StackedMLP | MLP) -> list[ActivationProfile]:
     """``profile_activation`` of every hidden layer's activation, at that layer's width."""
     return [
         profile_activation(act, linear.out_features)
@@ -145,18 +144,21 @@ def profile_layers(model: MLP) -> list[ActivationProfile]:
 
 @torch.no_grad()
 def neuron_stats(
-    model: MLP,
+    model: StackedMLP | MLP,
     x: Tensor,
     dead_tol: float = DEAD_TOL,
     saturation_fraction: float = SATURATION_FRACTION,
     profiles: list[ActivationProfile] | None = None,
 ) -> dict[str, Tensor]:
-    """Dead / saturated fractions and activation mean / std of every hidden layer on ``x``.
+    """Dead / saturated fractions and activation mean / std of every hidden layer on ``x``,
+    per member of the stack: each a (M,) tensor.
 
     Runs the model in eval mode; gradients are computed only for the activation's own
     derivative and never reach the parameters. ``profiles`` (``profile_layers``) can be
-    computed once per run.
+    computed once per run. A plain ``MLP`` is measured as a stack of one.
     """
+    if isinstance(model, MLP):
+        model = StackedMLP([model])
     if profiles is None:
         profiles = profile_layers(model)
     was_training = model.training
@@ -167,22 +169,27 @@ def neuron_stats(
     h = x
     layers = zip(model.linears, model.activations, profiles, strict=False)
     for i, (linear, act, profile) in enumerate(layers, 1):
-        h, d = activate_with_derivative(act, linear(h), profile.elementwise)
+        z = linear(h)  # (M, n, k * units)
+        members, n = z.shape[:2]
+        # The activation sees the (M * n, features) rows of a plain MLP (see apply_rows).
+        h, d = activate_with_derivative(act, z.reshape(members * n, -1), profile.elementwise)
+        h, d = h.view(members, n, -1), d.view(members, n, -1)
         # Dead: even the largest derivative over the probe samples is within tolerance.
-        dead = (d.amax(dim=0) <= dead_tol).sum()
+        dead = (d.amax(dim=1) <= dead_tol).sum(1)
         dead_counts.append(dead)
-        total_units += d.shape[1]
+        total_units += d.shape[2]
         # Two-pass mean and (unbiased) std: torch.std's single-pass kernel is ~10x slower on CPU.
-        mean = h.mean()
-        std = ((h - mean).square().sum() / max(h.numel() - 1, 1)).sqrt()
+        flat = h.flatten(1)
+        mean = flat.mean(1)
+        std = ((flat - mean[:, None]).square().sum(1) / max(flat.shape[1] - 1, 1)).sqrt()
         # Each unit against its own peak (channel-wise activations such as PReLU differ).
-        saturated = torch.count_nonzero(d < saturation_fraction * profile.peak) / d.numel()
-        stats[layer_tag("neurons/dead_fraction", i)] = dead / d.shape[1]
+        saturated = (d < saturation_fraction * profile.peak).flatten(1).sum(1) / d[0].numel()
+        stats[layer_tag("neurons/dead_fraction", i)] = dead / d.shape[2]
         stats[layer_tag("neurons/saturated_fraction", i)] = saturated
         stats[layer_tag("activations/mean", i)] = mean
         stats[layer_tag("activations/std", i)] = std
     if total_units:
-        stats["neurons/dead_fraction"] = torch.stack(dead_counts).sum() / total_units
+        stats["neurons/dead_fraction"] = torch.stack(dead_counts).sum(0) / total_units
     model.train(was_training)
     return stats
 
@@ -226,14 +233,12 @@ class NeuronMonitor(StepInstrument):
 
     def measure(
         self, trainer: L.Trainer, pl_module: L.LightningModule, step: int
-    ) -> dict[str, float]:
+    ) -> list[dict[str, float]]:
         stats = neuron_stats(
             mlp_of(pl_module), self._probe, self.dead_tol, self.saturation_fraction, self._profiles
         )
         values = to_host(stats)
-        writer = tensorboard(trainer)
-        if writer is not None:
-            write_scalars(writer, values, step)
+        write_members(trainer, values, step)
         return values
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

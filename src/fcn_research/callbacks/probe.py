@@ -10,7 +10,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from tensorboard.compat.proto.summary_pb2 import Summary
 from torch import Tensor
 
-from fcn_research.model import MLP
+from fcn_research.model import StackedMLP
 
 
 def probe_set(trainer: L.Trainer, size: int, seed: int = 0) -> tuple[Tensor, Tensor]:
@@ -38,27 +38,25 @@ def sample_probe(x: Tensor, y: Tensor, size: int, seed: int = 0) -> tuple[Tensor
     return x[idx], y[idx]
 
 
-def mlp_of(pl_module: L.LightningModule) -> MLP:
-    """The MLP inside a LightningModule (its ``model`` attribute)."""
+def mlp_of(pl_module: L.LightningModule) -> StackedMLP:
+    """The stack of MLPs inside a LightningModule (its ``model`` attribute)."""
     model = getattr(pl_module, "model", None)
-    if not isinstance(model, MLP):
+    if not isinstance(model, StackedMLP):
         raise TypeError(
-            "instruments need pl_module.model to be an fcn_research MLP, "
+            "instruments need pl_module.model to be an fcn_research StackedMLP, "
             f"got {type(model).__name__}"
         )
     return model
 
 
-def tensorboard(trainer: L.Trainer) -> Any | None:
-    """The run's TensorBoard SummaryWriter on rank 0; None on other ranks (Lightning's logger
-    writes only on rank 0: elsewhere its ``experiment`` is a dummy) or without a TensorBoard
-    logger."""
+def member_writers(trainer: L.Trainer) -> list[Any | None]:
+    """Per member of the stack, its TensorBoard SummaryWriter (a member's run: the
+    TensorBoard loggers in member order); an empty list on ranks other than 0 (Lightning's
+    logger writes only on rank 0: elsewhere its ``experiment`` is a dummy) or without a
+    TensorBoard logger."""
     if trainer.global_rank != 0:
-        return None
-    for logger in trainer.loggers:
-        if isinstance(logger, TensorBoardLogger):
-            return logger.experiment
-    return None
+        return []
+    return [lg.experiment for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
 
 
 def layer_tag(prefix: str, layer: int) -> str:
@@ -66,12 +64,19 @@ def layer_tag(prefix: str, layer: int) -> str:
     return f"{prefix}/layer_{layer:02d}"
 
 
-def to_host(values: dict[str, Tensor]) -> dict[str, float]:
-    """Move a dict of scalar tensors to the host in one transfer."""
+def to_host(values: dict[str, Tensor]) -> list[dict[str, float]]:
+    """Per-member values ``{tag: (M,) tensor}`` as one dict of host floats per member, in one
+    transfer."""
     if not values:
-        return {}
-    flat = torch.stack([v.detach().float().reshape(()) for v in values.values()]).cpu().tolist()
-    return dict(zip(values, flat, strict=True))
+        return []
+    flat = torch.stack([v.detach().float().reshape(-1) for v in values.values()]).cpu()
+    return [dict(zip(values, col.tolist(), strict=True)) for col in flat.T]
+
+
+def write_members(trainer: L.Trainer, values: list[dict[str, float]], step: int) -> None:
+    """Each member's scalars into its own run, one record per member."""
+    for writer, member in zip(member_writers(trainer), values, strict=False):
+        write_scalars(writer, member, step)
 
 
 def write_scalars(writer: Any, values: dict[str, float], step: int) -> None:

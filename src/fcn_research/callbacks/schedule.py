@@ -8,7 +8,7 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 
-from fcn_research.callbacks.probe import tensorboard
+from fcn_research.callbacks.probe import member_writers
 
 
 class LogSchedule:
@@ -44,20 +44,21 @@ class StepInstrument(Callback):
 
     They measure in ``on_before_optimizer_step``, where ``trainer.global_step`` updates have
     been applied and the next has not, so step 0 is the network at initialization.
-    Subclasses implement ``measure``; the step-0 values become ``init_metrics`` (result.json's
-    ``init``, kept in the checkpoint so a resumed run still has them), the end-of-training
-    values ``final_metrics``.
+    Subclasses implement ``measure``, once for every member of the stack; the step-0 values
+    become ``init_metrics`` (one dict per member: result.json's ``init``, kept in the
+    checkpoint so a resumed run still has them), the end-of-training values ``final_metrics``.
     """
 
     def __init__(self, min_interval: int = 1, max_interval: int = 1000) -> None:
         self.schedule = LogSchedule(min_interval, max_interval)
-        self.init_metrics: dict[str, float] = {}
-        self.final_metrics: dict[str, float] = {}
+        self.init_metrics: list[dict[str, float]] = []
+        self.final_metrics: list[dict[str, float]] = []
 
     def measure(
         self, trainer: L.Trainer, pl_module: L.LightningModule, step: int
-    ) -> dict[str, float]:
-        """Measure, log to TensorBoard at ``step``, and return the values (host floats)."""
+    ) -> list[dict[str, float]]:
+        """Measure every member on the stacked tensors, log each member's values into its own
+        TensorBoard run at ``step``, and return them (host floats, one dict per member)."""
         raise NotImplementedError
 
     def on_before_optimizer_step(
@@ -74,10 +75,10 @@ class StepInstrument(Callback):
             self.final_metrics = self.measure(trainer, pl_module, trainer.global_step)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"init_metrics": dict(self.init_metrics)}
+        return {"init_metrics": [dict(m) for m in self.init_metrics]}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.init_metrics = dict(state_dict.get("init_metrics", {}))
+        self.init_metrics = [dict(m) for m in state_dict.get("init_metrics", [])]
 
 
 class EpochImages(Callback):
@@ -91,14 +92,15 @@ class EpochImages(Callback):
         """Whether the images make sense for this data (e.g. 2-D inputs)."""
         raise NotImplementedError
 
-    def draw(self, trainer: L.Trainer, pl_module: L.LightningModule, writer: Any) -> None:
-        """Render and write the images at ``trainer.global_step``."""
+    def draw(self, trainer: L.Trainer, pl_module: L.LightningModule, writers: list[Any]) -> None:
+        """Render every member's images (one evaluation of the stack) and write each into
+        its member's writer at ``trainer.global_step``."""
         raise NotImplementedError
 
     def _log(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        writer = tensorboard(trainer)
-        if writer is not None and trainer.global_rank == 0 and self.applies(trainer.datamodule):
-            self.draw(trainer, pl_module, writer)
+        writers = member_writers(trainer)
+        if writers and self.applies(trainer.datamodule):
+            self.draw(trainer, pl_module, writers)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.global_step == 0:

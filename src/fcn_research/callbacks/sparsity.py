@@ -8,19 +8,21 @@ from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 
 from fcn_research.callbacks.probe import layer_tag, mlp_of, to_host
-from fcn_research.model import MLP
+from fcn_research.model import StackedMLP
 
 
-def weight_sparsity(model: MLP) -> dict[str, Tensor]:
-    """``pruning/sparsity/layer_XX`` per Linear and ``pruning/sparsity`` over all their weights.
+def weight_sparsity(model: StackedMLP) -> dict[str, Tensor]:
+    """``pruning/sparsity/layer_XX`` per Linear and ``pruning/sparsity`` over all their weights,
+    per member: (M,) tensors.
 
     Reads ``linear.weight``, which under ``torch.nn.utils.prune`` is the masked weight.
     """
     values, zeros, total = {}, torch.zeros(()), 0
     for i, linear in enumerate(model.linears, 1):
-        z = (linear.weight == 0).sum()
-        values[layer_tag("pruning/sparsity", i)] = z / linear.weight.numel()
-        zeros, total = zeros.to(z.device) + z, total + linear.weight.numel()
+        z = (linear.weight == 0).flatten(1).sum(1)
+        size = linear.weight[0].numel()
+        values[layer_tag("pruning/sparsity", i)] = z / size
+        zeros, total = zeros.to(z.device) + z, total + size
     values["pruning/sparsity"] = zeros / total
     return values
 
@@ -34,13 +36,16 @@ class WeightSparsity(Callback):
     """
 
     def __init__(self) -> None:
-        self.init_metrics: dict[str, float] = {}
-        self.final_metrics: dict[str, float] = {}
+        self.init_metrics: list[dict[str, float]] = []
+        self.final_metrics: list[dict[str, float]] = []
 
-    def _event(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
+    def _event(self, trainer: L.Trainer, pl_module: L.LightningModule) -> list[dict[str, float]]:
         values = to_host(weight_sparsity(mlp_of(pl_module)))
-        for logger in trainer.loggers:
-            logger.log_metrics(values, step=trainer.global_step)
+        loggers = trainer.loggers
+        if trainer.global_rank == 0 and loggers:
+            per = len(loggers) // len(values)  # loggers come member by member (train_stack)
+            for k, logger in enumerate(loggers):
+                logger.log_metrics(values[k // per], step=trainer.global_step)
         return values
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import PurePath
 from typing import Any, Literal
 
@@ -24,7 +24,7 @@ _SPLIT_AND_BATCHING = frozenset(
         "min_batches_per_epoch",
         "standardize",
         "steps_per_batch",
-        "shuffle_seed",
+        "shuffle_seeds",
     }
 )
 
@@ -32,9 +32,12 @@ _SPLIT_AND_BATCHING = frozenset(
 class TensorBatches:
     """An epoch of mini-batches sliced from in-memory tensors (a DataLoader without workers).
 
-    With ``shuffle`` the tensors are permuted once per epoch (seeded by ``seed`` and the
-    epoch number that ``epoch`` returns, so a resumed run sees the same order) and batches
-    are contiguous slices of the permuted copy. ``min_batches`` repeats the data within one
+    With ``shuffle`` each member of a stack (one per entry of ``seeds``) walks the data in
+    its own order, a permutation drawn once per epoch from its seed and the epoch number that
+    ``epoch`` returns (so a resumed run sees the same order, and a member sees the order its
+    solo job would); a batch is then (x, y) of shape (M, B, ...), member m's rows gathered
+    from its permutation. Without ``shuffle`` (validation, test) every member sees the same
+    rows and a batch is (x, y) of shape (B, ...). ``min_batches`` repeats the data within one
     epoch, so a tiny dataset (XOR's 4 points) runs many optimizer steps per epoch instead of
     paying Lightning's per-epoch cost every step.
     With ``group`` > 1 it yields lists of up to ``group`` consecutive mini-batches: one
@@ -51,7 +54,7 @@ class TensorBatches:
         y: Tensor,
         batch_size: int,
         shuffle: bool = False,
-        seed: int = 0,
+        seeds: Sequence[int] = (0,),
         min_batches: int = 1,
         epoch: Callable[[], int] | None = None,
         rank_world: Callable[[], tuple[int, int]] | None = None,
@@ -63,7 +66,7 @@ class TensorBatches:
         self.group = group
         self.batch_size = min(batch_size, len(x))
         self.shuffle = shuffle
-        self.seed = seed
+        self.seeds = list(seeds)
         self.epoch = epoch or (lambda: 0)
         self.rank_world = rank_world or (lambda: (0, 1))
         self.batches_per_pass = -(-len(x) // self.batch_size)
@@ -85,21 +88,29 @@ class TensorBatches:
         if group:
             yield group
 
+    def _orders(self, generators: list[torch.Generator]) -> Tensor:
+        """(M, n): each member's order of the rows for one pass (its solo job's order)."""
+        n = len(self.x)
+        if n <= self.batch_size:  # one batch holds everything: no order to draw
+            return torch.arange(n).expand(len(generators), n)
+        return torch.stack([torch.randperm(n, generator=g) for g in generators])
+
     def _batches(self) -> Iterator[tuple[Tensor, Tensor]]:
-        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch())
         n, bs = len(self.x), self.batch_size
         rank, world = self.rank_world()
+        generators = [torch.Generator().manual_seed(s * 100_003 + self.epoch()) for s in self.seeds]
         for _ in range(self.passes):
-            x, y = self.x, self.y
-            if self.shuffle and n > bs:
-                perm = torch.randperm(n, generator=generator).to(x.device)
-                x, y = x[perm], y[perm]
+            order = self._orders(generators).to(self.x.device) if self.shuffle else None
             for start in range(0, n, bs):
-                xb, yb = x[start : start + bs], y[start : start + bs]
+                if order is None:
+                    xb, yb = self.x[start : start + bs], self.y[start : start + bs]
+                    rows = _rank_rows(len(xb), rank, world) if world > 1 else slice(None)
+                    yield xb[rows], yb[rows]
+                    continue
+                idx = order[:, start : start + bs]
                 if world > 1:
-                    rows = _rank_rows(len(xb), rank, world)
-                    xb, yb = xb[rows], yb[rows]
-                yield xb, yb
+                    idx = idx[:, _rank_rows(idx.shape[1], rank, world)]
+                yield self.x[idx], self.y[idx]
 
 
 def _on_device(batch: Any, device: torch.device) -> bool:
@@ -120,8 +131,9 @@ class InMemoryDataModule(L.LightningDataModule):
     """Base class: subclasses implement ``generate()`` and set ``task`` / ``num_classes``.
 
     ``seed`` is the data seed: it fixes what ``generate()`` draws and the train/val split.
-    The mini-batch order is the network's randomness, seeded by ``shuffle_seed`` (the
-    run's ``seed``, set by ``train.build``), so a sweep over ``seed`` keeps the dataset.
+    The mini-batch order is the network's randomness, seeded by ``shuffle_seeds`` (the
+    run's ``seed``, one per member of a stack, set by ``train.build``), so a sweep over
+    ``seed`` keeps the dataset.
     ``val_fraction`` of the samples go to validation; ``val_fraction=0``
     validates on the training set itself, as the notebook does for XOR's four points.
     A dataset with an official test split returns it from ``generate_test()``; it is kept
@@ -134,8 +146,9 @@ class InMemoryDataModule(L.LightningDataModule):
     num_classes: int = 2
     # Mini-batches per Lightning batch (the training loop's ``steps_per_batch``).
     steps_per_batch: int = 1
-    # Seed of the training batches' order (the run's ``seed``; ``seed`` is the data's).
-    shuffle_seed: int = 0
+    # Seeds of the training batches' order, one per stack member (the runs' ``seed``;
+    # ``seed`` is the data's).
+    shuffle_seeds: tuple[int, ...] = (0,)
 
     def __init__(
         self,
@@ -267,7 +280,7 @@ class InMemoryDataModule(L.LightningDataModule):
         return (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
 
     def first_train_batch(self) -> tuple[Tensor, Tensor]:
-        """The first mini-batch of epoch 0: the one training's step 0 uses."""
+        """The first mini-batch of epoch 0 (x: (M, B, ...)): the one training's step 0 uses."""
         batch = next(iter(self.train_dataloader()))
         return batch[0] if isinstance(batch, list) else batch
 
@@ -278,7 +291,7 @@ class InMemoryDataModule(L.LightningDataModule):
                 self.y_train,
                 self.batch_size,
                 shuffle=True,
-                seed=self.shuffle_seed,
+                seeds=self.shuffle_seeds,
                 min_batches=self.min_batches_per_epoch,
                 epoch=self._current_epoch,
                 rank_world=self._rank_world,

@@ -4,8 +4,8 @@ gives (to float32 tolerance), with per-member optimizers, isolation and resume."
 from __future__ import annotations
 
 import functools
+import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -114,7 +114,7 @@ def test_completed_members_are_skipped_and_checkpoints_resume_the_rest(make_cfg,
         out = tmp_path / f"r_{s}"
         result = read_result(out)
         result["status"] = "running"
-        (out / "result.json").write_text(__import__("json").dumps(result))
+        (out / "result.json").write_text(json.dumps(result))
         assert (out / "checkpoints" / "last.ckpt").exists()
     resumed = train_stack(
         [make_cfg(*args, f"seed={s}", output_dir=tmp_path / f"r_{s}") for s in (0, 1)]
@@ -236,4 +236,3 @@ def test_a_stack_of_one_is_the_solo_network(make_cfg):
         (1, 1, 8),
     ]
     assert isinstance(module.configure_optimizers(), torch.optim.Adam)  # the configured one
-    assert Path  # noqa: B018 (imported for type hints in helpers above)

@@ -2,6 +2,7 @@
 
 Three ways, interleaved (plain, template, template without instruments, plain, ...) so
 drift of the machine hits all alike; prints median steps/s, spread and ratios per case.
+Case (d): stacked members against the plain loop and the basic launcher, per stack size.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 
-from fcn_research.train import CONF_DIR, build, train
+from fcn_research.train import CONF_DIR, build_data, build_network, train, train_stack
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -83,9 +84,8 @@ def plain_loop(overrides: list[str], steps: int, out: Path) -> float:
     cfg = _compose(overrides, out)
     if cfg.get("num_threads"):
         torch.set_num_threads(int(cfg.num_threads))  # the same threads as the template's jobs
-    torch.manual_seed(0)
-    datamodule, module = build(cfg)
-    model, task = module.model, datamodule.task
+    datamodule = build_data(cfg)
+    model, task = build_network(cfg, datamodule), datamodule.task  # a plain MLP
     optimizer = instantiate(cfg.optimizer)(model.parameters())
     x, y, bs = datamodule.x_train, datamodule.y_train, datamodule.batch_size
     start = time.perf_counter()
@@ -110,21 +110,90 @@ def plain_loop(overrides: list[str], steps: int, out: Path) -> float:
 
 def template(overrides: list[str], steps: int, out: Path, instruments: bool) -> float:
     """``train(cfg)`` as a user runs it (wall time of the whole job, build to result.json)."""
-    extra = [
-        f"+trainer.max_steps={steps}",
-        "max_epochs=-1",
-        "trainer.enable_progress_bar=false",
-        "trainer.accelerator=cpu",
-    ]
-    if not instruments:
-        extra.append("callbacks=none")
-    cfg = _compose([*overrides, *extra], out)
+    cfg = _compose([*overrides, *_max_steps(steps, instruments)], out)
     start = time.perf_counter()
     result = train(cfg)
     elapsed = time.perf_counter() - start
     if result["global_step"] != steps:
         raise RuntimeError(f"template ran {result['global_step']} steps, expected {steps}")
     return elapsed
+
+
+def _max_steps(steps: int, instruments: bool) -> list[str]:
+    extra = [
+        f"+trainer.max_steps={steps}",
+        "max_epochs=-1",
+        "trainer.enable_progress_bar=false",
+        "trainer.accelerator=cpu",
+    ]
+    return extra if instruments else [*extra, "callbacks=none"]
+
+
+def stacked(overrides: list[str], steps: int, out: Path, members: int, instruments: bool) -> float:
+    """``train_stack`` of ``members`` jobs (seeds 0..M-1) as one stack (wall time)."""
+    cfgs = [
+        _compose([*overrides, *_max_steps(steps, instruments), f"seed={m}"], out / f"m{m}")
+        for m in range(members)
+    ]
+    start = time.perf_counter()
+    results = train_stack(cfgs, {"id": "bench"})
+    elapsed = time.perf_counter() - start
+    if any(r["global_step"] != steps for r in results):
+        raise RuntimeError(f"a member ran {[r['global_step'] for r in results]} steps, not {steps}")
+    return elapsed
+
+
+def basic_jobs(overrides: list[str], steps: int, out: Path, members: int) -> float:
+    """``members`` jobs one after another, as Hydra's basic launcher runs a sweep."""
+    return sum(
+        template([*overrides, f"seed={m}"], steps, out / f"j{m}", instruments=True)
+        for m in range(members)
+    )
+
+
+def stack_case(members: list[int], steps: int = 1500, repeats: int = 1) -> None:
+    """Case (d): case (a)'s network and data for M members, four ways interleaved: the plain
+    loop M times, M basic-launcher jobs, one stack of M (instruments on, and off); prints
+    model-steps per second (M x steps / wall time) and the ratios."""
+    overrides = CASES[0].overrides
+    ways: dict[str, Callable[[Path, int], float]] = {
+        "plain loop x M": lambda p, m: sum(
+            plain_loop(overrides, steps, p / f"p{k}") for k in range(m)
+        ),
+        "basic launcher": lambda p, m: basic_jobs(overrides, steps, p, m),
+        "stack": lambda p, m: stacked(overrides, steps, p, m, instruments=True),
+        "stack, no instr.": lambda p, m: stacked(overrides, steps, p, m, instruments=False),
+    }
+    print(f"\nd: {CASES[0].name}, {steps} steps per member: model-steps/s (median wall time)")
+    with tempfile.TemporaryDirectory() as tmp:
+        for m in members:
+            times: dict[str, list[float]] = {}
+            for r in range(repeats):
+                for k, (way, fn) in enumerate(ways.items()):
+                    out = Path(tmp) / f"d{m}_{r}_{k}"
+                    times.setdefault(way, []).append(fn(out, m))
+            med = {way: statistics.median(t) for way, t in times.items()}
+            cells = "  ".join(f"{way} {m * steps / t:7.0f} ({t:6.1f} s)" for way, t in med.items())
+            print(f"  M={m:<4d} {cells}")
+            print(
+                f"         stack vs basic launcher {med['basic launcher'] / med['stack']:.2f}x, "
+                f"vs plain loop {med['plain loop x M'] / med['stack']:.2f}x, "
+                f"instruments cost {med['stack'] / med['stack, no instr.']:.2f}x"
+            )
+
+
+def stack_rss_mib(members: int, steps: int = 100) -> float:
+    """Peak resident memory (MiB) of a process that trains one stack of ``members``."""
+    # The child reports its own peak: RUSAGE_CHILDREN would be the largest of all children.
+    code = (
+        "import resource, tempfile; from pathlib import Path\n"
+        "from fcn_research import benchmark as b\n"
+        "with tempfile.TemporaryDirectory() as t:\n"
+        f"    b.stacked(b.CASES[0].overrides, {steps}, Path(t), {members}, instruments=True)\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    return int(out.stdout.split()[-1]) / 1024  # Linux reports KiB
 
 
 def run(repeats: int = 3, scale: float = 1.0, only: str = "abc") -> list[Case]:
@@ -220,14 +289,29 @@ def peak_rss_mib(overrides: list[str]) -> float:
 
 
 def main() -> None:
-    """``python scripts/benchmark.py [--repeats N] [--scale F]``."""
+    """``python scripts/benchmark.py [--repeats N] [--scale F] [--members 1,4,16,64]``."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every case's steps")
     parser.add_argument("--cases", default="abc", help="which cases to run, e.g. 'ac'")
     parser.add_argument("--no-startup", action="store_true", help="skip the sweep start-up check")
+    parser.add_argument(
+        "--members", default="1,4,16,64", help="case d: stack sizes M ('' skips case d)"
+    )
+    parser.add_argument("--stack-repeats", type=int, default=1, help="case d: repeats per M")
     args = parser.parse_args()
-    run(args.repeats, args.scale, args.cases)
+    if args.cases:
+        run(args.repeats, args.scale, args.cases)
+    members = [int(m) for m in args.members.split(",") if m]
+    if members:
+        stack_case(members, max(10, int(1500 * args.scale)), args.stack_repeats)
+        top = max(members)
+        one, many = stack_rss_mib(1), stack_rss_mib(top)
+        print(
+            f"peak RSS of one stack: M=1 {one:.0f} MiB, M={top} {many:.0f} MiB: "
+            f"{many / top:.1f} MiB per member, {(many - one) / max(top - 1, 1):.1f} MiB per "
+            "added member"
+        )
     if not args.no_startup:
         gaps = sweep_startup()
         print(

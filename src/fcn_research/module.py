@@ -111,6 +111,9 @@ class FCNModule(L.LightningModule):
         """Each member's loss (M,) and the predictions (M, B, ...) its metric compares with
         ``y``; ``x`` is (M, B, ...) with ``y`` (M, B), or (B, ...) with ``y`` (B) for all."""
         out = self.model(x)
+        if out.shape[0] == 1:  # a stack of one: the solo run's loss, computed as it is
+            loss, pred = self._single_loss(out[0], y[0] if y.dim() == 2 else y)
+            return loss.unsqueeze(0), pred.unsqueeze(0)
         y = y.expand(out.shape[0], *y.shape[-1:]) if y.dim() == 1 else y
         if self.task == "multiclass":
             loss = F.cross_entropy(out.transpose(1, 2), y, reduction="none")
@@ -120,6 +123,14 @@ class FCNModule(L.LightningModule):
             loss = F.binary_cross_entropy_with_logits(out, y, reduction="none")
             return loss.mean(1), torch.sigmoid(out)
         return F.mse_loss(out, y, reduction="none").mean(1), out
+
+    def _single_loss(self, out: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        if self.task == "multiclass":
+            return F.cross_entropy(out, y), out
+        out = out.squeeze(-1)
+        if self.task == "binary":
+            return F.binary_cross_entropy_with_logits(out, y), torch.sigmoid(out)
+        return F.mse_loss(out, y), out
 
     def _metric_sum(self, pred: Tensor, y: Tensor) -> Tensor:
         """Per member (M,): correct predictions (classification) or squared errors

@@ -29,6 +29,10 @@ _SPLIT_AND_BATCHING = frozenset(
 )
 
 
+# The most elements of the members' permuted copies of the inputs (256 MiB of float32).
+_COPY_ELEMENTS = 1 << 26
+
+
 class TensorBatches:
     """An epoch of mini-batches sliced from in-memory tensors (a DataLoader without workers).
 
@@ -100,17 +104,26 @@ class TensorBatches:
         rank, world = self.rank_world()
         generators = [torch.Generator().manual_seed(s * 100_003 + self.epoch()) for s in self.seeds]
         for _ in range(self.passes):
-            order = self._orders(generators).to(self.x.device) if self.shuffle else None
-            for start in range(0, n, bs):
-                if order is None:
+            if not self.shuffle:
+                for start in range(0, n, bs):
                     xb, yb = self.x[start : start + bs], self.y[start : start + bs]
                     rows = _rank_rows(len(xb), rank, world) if world > 1 else slice(None)
                     yield xb[rows], yb[rows]
-                    continue
-                idx = order[:, start : start + bs]
+                continue
+            order = self._orders(generators).to(self.x.device)
+            # Each member's permuted copy once per pass, batches its slices (views): cheaper
+            # than a gather per batch, while the copies stay small; else a gather per batch.
+            whole = order.numel() * self.x[0].numel() <= _COPY_ELEMENTS
+            xs, ys = (self.x[order], self.y[order]) if whole else (None, None)
+            for start in range(0, n, bs):
+                idx = slice(start, start + bs)
                 if world > 1:
-                    idx = idx[:, _rank_rows(idx.shape[1], rank, world)]
-                yield self.x[idx], self.y[idx]
+                    idx = torch.arange(n)[idx][_rank_rows(min(bs, n - start), rank, world)]
+                if whole:
+                    yield xs[:, idx], ys[:, idx]
+                else:
+                    rows = order[:, idx]
+                    yield self.x[rows], self.y[rows]
 
 
 def _on_device(batch: Any, device: torch.device) -> bool:

@@ -16,10 +16,17 @@ from typing import IO, Any
 from rich.console import Console
 from rich.table import Table
 
+from fcn_research.report.epochs import Summary
 from fcn_research.report.loading import DASH, REPLICATE_AXIS, Sweep
+from fcn_research.report.stats import t_interval
 
 VAL_METRICS = ("val/acc", "val/mse", "val/loss")
-INSTRUMENT_METRICS = ("neurons/dead_fraction", "grad_norm/ratio_first_last")
+INSTRUMENT_METRICS = (
+    "neurons/dead_fraction",
+    "neurons/saturated_fraction",
+    "neurons/low_gradient_fraction",
+    "grad_norm/ratio_first_last",
+)
 NON_FINITE = "NaN/inf"  # a completed job whose metric is NaN or inf (null in result.json)
 
 
@@ -68,6 +75,7 @@ class Cell:
 
     values: list[float] = field(default_factory=list)
     others: Counter[str] = field(default_factory=Counter)
+    seeds: list[str] = field(default_factory=list)  # the seed of each value
 
     @property
     def mean(self) -> float | None:
@@ -79,25 +87,38 @@ class Cell:
         """Sample standard deviation (n-1), or None for fewer than two values."""
         return statistics.stdev(self.values) if len(self.values) > 1 else None
 
+    @property
+    def ci(self) -> tuple[float, float] | None:
+        """95 % Student's t-interval of the mean (``report.stats``), or None for n < 2."""
+        return t_interval(self.values)
+
     def text(self) -> str:
-        """``0.812 ± 0.010 (n=2, 1 diverged)``; ``–`` when there is nothing to show."""
+        """``0.812 ± 0.010 [0.787, 0.837] (n=3, range 0.801–0.821, 1 diverged)``: mean ± sample
+        std, the 95 % CI, n, min–max; ``–`` when there is nothing to show."""
         notes = [f"{n} {status}" for status, n in sorted(self.others.items())]
         if not self.values:
             return ", ".join(notes) or DASH
-        mean = fmt(self.mean) + (f" ± {fmt(self.std)}" if self.std is not None else "")
-        return f"{mean} ({', '.join([f'n={len(self.values)}', *notes])})"
+        mean = fmt(self.mean)
+        facts = [f"n={len(self.values)}"]
+        if self.std is not None and self.ci is not None:
+            low, high = self.ci
+            mean += f" ± {fmt(self.std)} [{fmt(low)}, {fmt(high)}]"
+            facts.append(f"range {fmt(min(self.values))}–{fmt(max(self.values))}")
+        return f"{mean} ({', '.join([*facts, *notes])})"
 
 
-def cells(sweep: Sweep, metric: str) -> dict[tuple[str, ...], Cell]:
-    """Per configuration: completed jobs' final ``metric``; other statuses and NaN/inf counted."""
+def cells(sweep: Sweep, metric: str, summary: Summary | None = None) -> dict[tuple[str, ...], Cell]:
+    """Per configuration: completed jobs' ``metric`` (final unless ``summary`` says otherwise);
+    other statuses and NaN/inf counted."""
+    summary = summary or Summary()
     out = {config: Cell() for config in sweep.configs()}
     for job in sweep.jobs:
         cell = out.setdefault(sweep.config_of(job), Cell())
-        value = job.value(metric)
         if job.status != "completed":
             cell.others[job.status] += 1
-        elif value is not None:
+        elif (value := summary.value(job, metric)) is not None:
             cell.values.append(value)
+            cell.seeds.append(job.values.get(REPLICATE_AXIS, DASH))
         elif metric in (job.result.get("metrics") or {}):
             cell.others[NON_FINITE] += 1
     return out
@@ -121,9 +142,9 @@ class Pivot:
     cells: list[list[Cell]]
 
 
-def pivots(sweep: Sweep, metric: str) -> list[Pivot]:
+def pivots(sweep: Sweep, metric: str, summary: Summary | None = None) -> list[Pivot]:
     """The metric's pivot tables, one per facet (see ``fcn_research.report``)."""
-    by_config = cells(sweep, metric)
+    by_config = cells(sweep, metric, summary)
     main, facets = layout(sweep)
     row_axis = main[0] if main else ""
     rows = sweep.axes[row_axis] if main else ["all"]

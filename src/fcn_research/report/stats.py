@@ -44,24 +44,26 @@ def _power(effect: float, n: int, paired: bool) -> float:
     df = n - 1 if paired else 2 * n - 2
     ncp = abs(effect) * (math.sqrt(n) if paired else math.sqrt(n / 2))
     crit = scipy_stats.t.ppf(1 - ALPHA / 2, df)
-    return float(scipy_stats.nct.sf(crit, df, ncp) + scipy_stats.nct.cdf(-crit, df, ncp))
+    power = float(scipy_stats.nct.sf(crit, df, ncp) + scipy_stats.nct.cdf(-crit, df, ncp))
+    # scipy's noncentral t returns NaN far in its tail; there the normal limit is exact enough.
+    return power if math.isfinite(power) else float(scipy_stats.norm.sf(crit - ncp))
 
 
 def seeds_needed(effect: float, paired: bool) -> int | None:
     """Smallest n per cell with POWER at ALPHA for this effect size; None if over MAX_SEEDS
     (or the effect is 0 or undefined)."""
-    if not math.isfinite(effect):
-        return 2 if math.isinf(effect) else None
-    if effect == 0 or _power(effect, MAX_SEEDS, paired) < POWER:
+    if math.isinf(effect):
+        return 2
+    if not math.isfinite(effect) or effect == 0:
         return None
-    low, high = 2, MAX_SEEDS  # power grows with n: bisect for the first n that reaches it
-    while low < high:
-        mid = (low + high) // 2
-        if _power(effect, mid, paired) >= POWER:
-            high = mid
-        else:
-            low = mid + 1
-    return low
+    # The normal approximation is a lower bound; the t-test needs that many or a few more.
+    z = scipy_stats.norm.ppf(1 - ALPHA / 2) + scipy_stats.norm.ppf(POWER)
+    n = max(2, math.floor((1 if paired else 2) * (z / effect) ** 2))
+    while n <= MAX_SEEDS:
+        if _power(effect, n, paired) >= POWER:
+            return n
+        n += 1
+    return None
 
 
 @dataclass

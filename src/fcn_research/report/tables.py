@@ -5,10 +5,11 @@ from __future__ import annotations
 import itertools
 import math
 import os
+import re
 import statistics
 import tempfile
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -28,6 +29,7 @@ INSTRUMENT_METRICS = (
     "grad_norm/ratio_first_last",
 )
 NON_FINITE = "NaN/inf"  # a completed job whose metric is NaN or inf (null in result.json)
+LAYER_FAMILY = "layer_XX"  # in a --metric tag: every layer_01, layer_02, ... of that family
 
 
 def _metric_order(key: str) -> tuple[int, str]:
@@ -165,11 +167,64 @@ def pivots(sweep: Sweep, metric: str, summary: Summary | None = None) -> list[Pi
     return out
 
 
-def report_metrics(sweep: Sweep) -> list[str]:
-    """The validation metric (acc, else mse, else loss) and the instrument summaries."""
+def report_metrics(sweep: Sweep, extra: Sequence[str] = ()) -> list[str]:
+    """The validation metric (acc, else mse, else loss), ``extra`` and the instrument summaries."""
     present = {k for job in sweep.jobs for k in job.result.get("metrics") or {}}
     val = next((m for m in VAL_METRICS if m in present), VAL_METRICS[0])
-    return [val, *INSTRUMENT_METRICS]
+    return list(dict.fromkeys([val, *extra, *INSTRUMENT_METRICS]))
+
+
+def family_pattern(tag: str) -> re.Pattern[str] | None:
+    """``beta/layer_XX`` -> a pattern matching ``beta/layer_01``, ... (group 1: the layer);
+    None for a single tag."""
+    if LAYER_FAMILY not in tag:
+        return None
+    return re.compile("^" + re.escape(tag).replace(LAYER_FAMILY, r"layer_(\d+)") + "$")
+
+
+def layer_pivot(sweep: Sweep, family: str, summary: Summary | None = None) -> Pivot:
+    """A per-layer family as one table: a row per configuration, a column per layer."""
+    pattern = family_pattern(family)
+    if pattern is None:
+        raise ValueError(f"{family} is not a per-layer family (it has no {LAYER_FAMILY})")
+    layers: dict[int, str] = {}
+    for job in sweep.jobs:
+        for key in job.result.get("metrics") or {}:
+            if match := pattern.match(key):
+                layers[int(match.group(1))] = key
+    configs = sweep.configs()
+    by_key = {key: cells(sweep, key, summary) for key in layers.values()}
+    grid = [[by_key[layers[i]].get(c, Cell()) for i in sorted(layers)] for c in configs]
+    columns = [f"layer {i:02d}" for i in sorted(layers)]
+    rows = [sweep.label(c) for c in configs]
+    return Pivot("", "configuration \\ layer", rows, columns, grid)
+
+
+def cell_rows(
+    sweep: Sweep, metrics: Sequence[str], summary: Summary | None = None
+) -> list[dict[str, Any]]:
+    """``cells.csv``: per metric and configuration, n, mean, 95 % CI, std, min, max."""
+    summary = summary or Summary()
+    rows = []
+    for metric in metrics:
+        for config, cell in cells(sweep, metric, summary).items():
+            ci = cell.ci
+            rows.append(
+                {
+                    "metric": metric,
+                    "summary": summary.describe(),
+                    **dict(zip(sweep.config_axes, config, strict=True)),
+                    "n": len(cell.values),
+                    "mean": cell.mean,
+                    "ci95_low": ci[0] if ci else None,
+                    "ci95_high": ci[1] if ci else None,
+                    "std": cell.std,
+                    "min": min(cell.values, default=None),
+                    "max": max(cell.values, default=None),
+                    "not_averaged": ", ".join(f"{n} {s}" for s, n in sorted(cell.others.items())),
+                }
+            )
+    return rows
 
 
 def write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
@@ -198,6 +253,8 @@ class Report:
     tables: dict[str, list[Pivot]]
     files: list[Path]
     notes: list[str]
+    summary: Summary = field(default_factory=Summary)
+    sections: list[str] = field(default_factory=list)  # markdown lines after the tables
 
 
 def _md_escape(text: object) -> str:
@@ -233,10 +290,12 @@ def markdown(report: Report) -> str:
         + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
         + f". Axes: {axes}. Every job is a row of [summary.csv](summary.csv).",
         "",
-        f"Cells: final value, mean ± sample std (n-1) over `{REPLICATE_AXIS}` of the completed "
-        "jobs, and n (how many); jobs diverged, failed, running, missing (no result.json) or "
-        f"not started, and completed jobs whose value is NaN or inf ({NON_FINITE}), are "
-        "counted in brackets, not averaged.",
+        f"Cells: {report.summary.describe()} value over `{REPLICATE_AXIS}` of the completed "
+        "jobs: mean ± sample std (n-1) [95 % confidence interval of the mean, Student's t with "
+        "n-1 degrees of freedom] (n, range min–max); jobs diverged, failed, running, missing (no "
+        f"result.json) or not started, and completed jobs whose value is NaN or inf "
+        f"({NON_FINITE}), are counted in brackets, not averaged. Every cell is a row of "
+        "[cells.csv](cells.csv).",
     ]
     if main:
         lines.append(
@@ -259,6 +318,7 @@ def markdown(report: Report) -> str:
                 *([f"### {pivot.title}", ""] if pivot.title else []),
                 *_markdown_table(pivot),
             ]
+    lines += report.sections
     lines += ["", "## Figures", ""]
     lines += [f"- ![{p.stem}]({p.name})" for p in report.files if p.suffix == ".png"]
     lines += [f"- {note}" for note in report.notes]

@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from scipy import stats as scipy_stats
@@ -176,9 +177,17 @@ def test_verdicts_welch_and_seeds_needed(tmp_path: Path) -> None:
     tanh = {0: 0.90, 1: 0.93, 2: 0.91}  # +0.10, +0.11, +0.07: clearly higher
     sigmoid = {0: 0.79, 1: 0.85, 2: 0.83}  # -0.01, +0.03, -0.01
     gelu = {0: 0.85, 1: 0.86, 3: 0.88}  # seed 3 instead of 2: not paired
+    # float32 accuracies 0.11 above relu in every seed: differences differ only by rounding.
+    elu = {s: float(np.float32(v + 0.11)) for s, v in relu.items()}
     values = {
         (a, s): v
-        for a, d in [("relu", relu), ("tanh", tanh), ("sigmoid", sigmoid), ("gelu", gelu)]
+        for a, d in [
+            ("relu", relu),
+            ("tanh", tanh),
+            ("sigmoid", sigmoid),
+            ("gelu", gelu),
+            ("elu", elu),
+        ]
         for s, v in d.items()
     }
     sweep = fake_sweep(tmp_path / "sweep", values)
@@ -188,6 +197,8 @@ def test_verdicts_welch_and_seeds_needed(tmp_path: Path) -> None:
     rows = {r["configuration"]: r for r in read_csv(sweep / "report" / "comparisons.csv")}
     assert rows["activation=tanh"]["verdict"] == "higher than the baseline (p < 0.05)"
     assert rows["activation=sigmoid"]["verdict"] == "not distinguishable with n = 3"
+    assert statistics.stdev(elu[s] - relu[s] for s in SEEDS) > 0
+    assert (rows["activation=elu"]["p"], rows["activation=elu"]["effect"]) == ("0.0", "inf")
     # Welch by hand: t = diff / sqrt(va/na + vb/nb), Welch-Satterthwaite degrees of freedom.
     a, b = list(gelu.values()), list(relu.values())
     va, vb = statistics.variance(a) / 3, statistics.variance(b) / 3

@@ -27,6 +27,9 @@ LEVEL = 0.95
 ALPHA = 0.05
 POWER = 0.8
 MAX_SEEDS = 10_000  # beyond this, "more than 10000"
+# Metrics are float32 (about 7 digits): a spread below this fraction of the values' magnitude
+# is rounding (0.95 - 0.84 in three seeds), not variation, and counts as none.
+ROUNDING = 1e-6
 
 
 def t_interval(values: Sequence[float], level: float = LEVEL) -> tuple[float, float] | None:
@@ -99,10 +102,11 @@ class Comparison:
 def compare(cell: Mapping[str, float], baseline: Mapping[str, float]) -> Comparison:
     """Test ``cell`` (seed -> value) against ``baseline``: paired when the seeds match."""
     paired = set(cell) == set(baseline) and len(cell) >= 2
+    scale = max(abs(v) for v in [*cell.values(), *baseline.values()]) or 1.0
     if paired:
         diffs = [cell[s] - baseline[s] for s in sorted(cell)]
         mean, sd = statistics.fmean(diffs), statistics.stdev(diffs)
-        p, effect = _test(mean, sd, lambda: scipy_stats.ttest_1samp(diffs, 0.0))
+        p, effect = _test(mean, sd, scale, lambda: scipy_stats.ttest_1samp(diffs, 0.0))
         needed = seeds_needed(effect, paired=True)
         return Comparison("paired t", len(diffs), len(baseline), mean, p, "d_z", effect, needed)
     a, b = list(cell.values()), list(baseline.values())
@@ -113,14 +117,16 @@ def compare(cell: Mapping[str, float], baseline: Mapping[str, float]) -> Compari
         ((len(a) - 1) * statistics.variance(a) + (len(b) - 1) * statistics.variance(b))
         / (len(a) + len(b) - 2)
     )
-    p, effect = _test(mean, pooled, lambda: scipy_stats.ttest_ind(a, b, equal_var=False))
+    p, effect = _test(mean, pooled, scale, lambda: scipy_stats.ttest_ind(a, b, equal_var=False))
     needed = seeds_needed(effect, paired=False)
     return Comparison("Welch t", len(a), len(b), mean, p, "d", effect, needed)
 
 
-def _test(mean: float, sd: float, run: Callable[[], Any]) -> tuple[float, float]:
+def _test(mean: float, sd: float, scale: float, run: Callable[[], Any]) -> tuple[float, float]:
     """(p, effect size); without spread the test is decided by the mean alone."""
-    if sd == 0:
-        # Identical differences in every seed: equal (p = 1) or as certain as it gets (p = 0).
-        return (1.0, 0.0) if mean == 0 else (0.0, math.copysign(math.inf, mean))
+    if sd <= ROUNDING * scale:
+        # The same difference in every seed: equal (p = 1) or as certain as it gets (p = 0).
+        if abs(mean) <= ROUNDING * scale:
+            return 1.0, 0.0
+        return 0.0, math.copysign(math.inf, mean)
     return float(run().pvalue), mean / sd

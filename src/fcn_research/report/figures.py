@@ -156,21 +156,23 @@ def _mean_and_band(
     xs: Sequence[float],
     runs: Sequence[Sequence[float]],
     label: str,
-    style: dict,
+    style: dict[str, Any],
     log: bool,
 ) -> None:
     """A line through the means of ``runs`` (the seeds' values at each x) and a shaded 95 %
-    t-interval where at least two seeds have a value."""
-    points = [(x, statistics.fmean(vs), t_interval(vs)) for x, vs in zip(xs, runs, strict=True)]
-    if log:  # a log axis cannot show 0 or below
-        points = [(x, m, ci) for x, m, ci in points if m > 0]
-    ax.plot([x for x, _, _ in points], [m for _, m, _ in points], label=label, **style)
-    band = [(x, ci) for x, _, ci in points if ci is not None]
+    t-interval where at least two seeds have a value. ``log``: both on log10 of the positive
+    values (geometric mean, a multiplicative interval), as a log axis reads them."""
+    if log:
+        runs = [[math.log10(v) for v in vs if v > 0] for vs in runs]
+    points = [
+        (x, statistics.fmean(vs), t_interval(vs)) for x, vs in zip(xs, runs, strict=True) if vs
+    ]
+    back = (lambda v: 10.0**v) if log else (lambda v: v)
+    ax.plot([x for x, _, _ in points], [back(m) for _, m, _ in points], label=label, **style)
+    band = [(x, back(ci[0]), back(ci[1])) for x, _, ci in points if ci is not None]
     if band:
-        low = [max(ci[0], 1e-300) if log else ci[0] for _, ci in band]
-        ax.fill_between(
-            [x for x, _ in band], low, [ci[1] for _, ci in band], color=style["color"], alpha=0.15
-        )
+        xs_band, low, high = zip(*band, strict=True)
+        ax.fill_between(xs_band, low, high, color=style["color"], alpha=0.15)
 
 
 def layer_profile(
@@ -208,7 +210,8 @@ def layer_profile(
         ax.set_ylim(ylim[0] - margin, ylim[1] + margin)
     ax.set_xlabel("layer (1 = input side)")
     ax.set_ylabel(ylabel)
-    ax.set_title(f"{title}, {over_seeds(sweep, 'mean and 95 % t-interval')}")
+    statistic = "geometric mean and 95 % t-interval of log10" if log else "mean and 95 % t-interval"
+    ax.set_title(f"{title}, {over_seeds(sweep, statistic)}")
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     _save(fig, path)

@@ -282,6 +282,14 @@ def test_bad_options_name_the_value_and_the_choices(
         assert main([sweep, *args]) == 2
         assert message in capsys.readouterr().err
     assert not (tmp_path / "sweep" / "report").exists()
+    # These jobs have no TensorBoard events: best-epoch values are missing, and said so.
+    assert main([sweep, "--summary", "best"]) == 0
+    md = (tmp_path / "sweep" / "report" / "summary.md").read_text()
+    assert "– (no completed job reports `val/acc` per epoch in its TensorBoard events)" in md
+    assert (
+        "no epoch values"
+        in read_csv(tmp_path / "sweep" / "report" / "cells.csv")[0]["not_averaged"]
+    )
     with pytest.raises(SystemExit):
         main([sweep, "--k", "2"])
     assert "--k 2 applies to --summary last_k" in capsys.readouterr().err

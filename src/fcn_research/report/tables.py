@@ -29,6 +29,8 @@ INSTRUMENT_METRICS = (
     "grad_norm/ratio_first_last",
 )
 NON_FINITE = "NaN/inf"  # a completed job whose metric is NaN or inf (null in result.json)
+# --summary best/last_k: a completed job whose TensorBoard events lack the metric's epochs.
+NO_EPOCHS = "no epoch values"
 LAYER_FAMILY = "layer_XX"  # in a --metric tag: every layer_01, layer_02, ... of that family
 
 
@@ -122,7 +124,8 @@ def cells(sweep: Sweep, metric: str, summary: Summary | None = None) -> dict[tup
             cell.values.append(value)
             cell.seeds.append(job.values.get(REPLICATE_AXIS, DASH))
         elif metric in (job.result.get("metrics") or {}):
-            cell.others[NON_FINITE] += 1
+            finite = summary.kind != "final" and job.value(metric) is not None
+            cell.others[NO_EPOCHS if finite else NON_FINITE] += 1
     return out
 
 
@@ -310,7 +313,8 @@ def markdown(report: Report) -> str:
     for metric, tables in report.tables.items():
         lines += ["", f"## {metric}"]
         if _empty(tables):
-            lines += ["", f"{DASH} (no completed job reports `{metric}`)"]
+            where = "" if report.summary.kind == "final" else " per epoch in its TensorBoard events"
+            lines += ["", f"{DASH} (no completed job reports `{metric}`{where})"]
             continue
         for pivot in tables:
             lines += [

@@ -64,7 +64,7 @@ class Summary:
     def describe(self) -> str:
         """A few words for table and figure titles."""
         if self.kind == "best":
-            return "at the best epoch (by validation metric)"
+            return "best epoch by validation metric"
         if self.kind == "last_k":
             return f"mean of the last {self.k} epochs"
         return "final"

@@ -13,7 +13,7 @@ from matplotlib import colormaps
 from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
 
-from fcn_research.report.epochs import Summary
+from fcn_research.report.epochs import Summary, read_scalars
 from fcn_research.report.loading import REPLICATE_AXIS, Job, Sweep, chance_level
 from fcn_research.report.stats import t_interval
 from fcn_research.report.tables import VAL_METRICS, fmt, pivots, write_atomic
@@ -220,13 +220,7 @@ def layer_profile(
 
 def read_curves(job_dir: Path, tags: Sequence[str]) -> dict[str, list[tuple[int, float]]]:
     """Scalar curves (step, value) of ``tags`` from the job's TensorBoard events."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    skip = {k: 1 for k in ("images", "audio", "histograms", "compressedHistograms", "tensors")}
-    events = EventAccumulator(str(job_dir), size_guidance={"scalars": 0, **skip})
-    events.Reload()
-    present = set(events.Tags().get("scalars", []))
-    return {t: [(e.step, e.value) for e in events.Scalars(t)] for t in tags if t in present}
+    return {t: points for t, points in read_scalars(job_dir).items() if t in tags}
 
 
 def val_curves(sweep: Sweep, path: Path) -> str | None:

@@ -293,8 +293,8 @@ def markdown(report: Report) -> str:
         + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
         + f". Axes: {axes}. Every job is a row of [summary.csv](summary.csv).",
         "",
-        f"Cells: {report.summary.describe()} value over `{REPLICATE_AXIS}` of the completed "
-        "jobs: mean ± sample std (n-1) [95 % confidence interval of the mean, Student's t with "
+        f"Cells ({report.summary.describe()}): over `{REPLICATE_AXIS}` of the completed "
+        "jobs, mean ± sample std (n-1) [95 % confidence interval of the mean, Student's t with "
         "n-1 degrees of freedom] (n, range min–max); jobs diverged, failed, running, missing (no "
         f"result.json) or not started, and completed jobs whose value is NaN or inf "
         f"({NON_FINITE}), are counted in brackets, not averaged. Every cell is a row of "

@@ -64,10 +64,21 @@ def read_csv(sweep: Path) -> dict[str, dict[str, str]]:
         return {row["job"]: row for row in csv.DictReader(f)}
 
 
+# Student's t quantiles t(0.975, n-1), from a printed table: n = 2 and n = 3.
+T975 = {2: 12.7062047, 3: 4.30265273}
+
+
 def md_cell(values: list[float]) -> str:
-    mean = fmt(statistics.fmean(values))
-    spread = f" ± {fmt(statistics.stdev(values))}" if len(values) > 1 else ""
-    return f"{mean}{spread} (n={len(values)})"
+    """A cell as summary.md should show it: mean ± std [95 % t-interval] (n, range)."""
+    mean, n = statistics.fmean(values), len(values)
+    if n == 1:
+        return f"{fmt(mean)} (n=1)"
+    std = statistics.stdev(values)
+    half = T975[n] * std / math.sqrt(n)
+    return (
+        f"{fmt(mean)} ± {fmt(std)} [{fmt(mean - half)}, {fmt(mean + half)}] "
+        f"(n={n}, range {fmt(min(values))}–{fmt(max(values))})"
+    )
 
 
 def write_fake_sweep(
@@ -213,8 +224,8 @@ def test_more_than_two_axes_facet_and_instrument_figures(tmp_path: Path) -> None
     assert md.count("### initializer=default") == 3
     assert md.count("### initializer=zeros") == 3
     assert f"| relu | {md_cell([0.5, 0.6])} |" in md
-    assert "| 0.250 ± 0.000 (n=2) |" in md
-    assert "| 1.00e+04 ± 0.000 (n=2) |" in md
+    assert f"| {md_cell([0.25, 0.25])} |" in md
+    assert "| 1.00e+04 ± 0.000 [1.00e+04, 1.00e+04] (n=2, range 1.00e+04–1.00e+04) |" in md
     names = {p.name for p in report.files}
     assert {
         "heatmap_val_acc.png",
@@ -224,7 +235,9 @@ def test_more_than_two_axes_facet_and_instrument_figures(tmp_path: Path) -> None
         "dead_fraction_final.png",
     } <= names
     assert report.notes == [
-        "validation curves: skipped, no job has val/* scalars in its TensorBoard events"
+        "heatmap of neurons/saturated_fraction: skipped, no completed job reports it",
+        "heatmap of neurons/low_gradient_fraction: skipped, no completed job reports it",
+        "validation curves: skipped, no job has val/* scalars in its TensorBoard events",
     ]
 
 
@@ -269,15 +282,16 @@ def test_nan_metric_of_a_completed_job_is_counted_and_n_shown(tmp_path: Path) ->
     write_report(sweep)
 
     md = (sweep / "report" / "summary.md").read_text()
-    assert "| 2 | 0.600 ± 0.141 (n=2, 1 NaN/inf) |" in md
-    assert "| 3 | 0.850 ± 0.071 (n=2, 1 NaN/inf) |" in md
+    # t(0.975, 1) = 12.706: half-widths 12.706 * 0.1 and 12.706 * 0.05.
+    assert "| 2 | 0.600 ± 0.141 [-0.671, 1.871] (n=2, range 0.500–0.700, 1 NaN/inf) |" in md
+    assert "| 3 | 0.850 ± 0.071 [0.215, 1.485] (n=2, range 0.800–0.900, 1 NaN/inf) |" in md
 
 
 @pytest.mark.parametrize(
     ("num_classes", "seeds", "chance", "title"),
     [
         (2, [0], 0.5, "final, one seed, n per cell"),
-        (10, [0, 1], 0.1, "final, mean ± std over 2 seeds, n per cell"),
+        (10, [0, 1], 0.1, "final, mean ± std [95 % t-interval] over 2 seeds, n per cell"),
     ],
 )
 def test_heatmap_scale_runs_from_chance_and_title_says_seeds(
@@ -308,7 +322,7 @@ def test_heatmap_scale_runs_from_chance_and_title_says_seeds(
     assert fig.get_suptitle() == f"val/acc: {title}; colour scale {fmt(chance)} = chance to 1"
     cell_texts = [t.get_text() for t in fig.axes[0].texts]
     assert len(cell_texts) == 4
-    assert all(f"(n={len(seeds)})" in t for t in cell_texts)
+    assert all(f"(n={len(seeds)}" in t for t in cell_texts)
     assert ("±" in cell_texts[0]) == (len(seeds) > 1)
 
     dead = figures["heatmap_neurons_dead_fraction.png"]
@@ -376,7 +390,7 @@ def test_21_configurations_sort_numerically_and_every_line_differs(
     curves = figures["val_curves.png"].axes[0]
     assert curves.get_xlabel() == "optimizer step (trainer.global_step)"
     assert curves.get_ylim()[0] <= 0.5 and curves.get_ylim()[1] >= 1.0
-    assert curves.get_title() == "val/acc (y from 0.500 = chance to 1)"
+    assert curves.get_title() == "val/acc: one seed (y from 0.500 = chance to 1)"
 
 
 def test_trained_sweep_figures_read_chance_and_seeds_from_the_jobs(
@@ -386,7 +400,7 @@ def test_trained_sweep_figures_read_chance_and_seeds_from_the_jobs(
 
     heat = figures["heatmap_val_acc.png"]
     assert (heat.axes[0].images[0].norm.vmin, heat.axes[0].images[0].norm.vmax) == (0.5, 1.0)
-    assert "mean ± std over 2 seeds" in heat.get_suptitle()
+    assert "mean ± std [95 % t-interval] over 2 seeds" in heat.get_suptitle()
     curves = figures["val_curves.png"].axes
     labels = [f"activation={a}, depth={d} (n=2)" for a in ("relu", "tanh") for d in (2, 3)]
     assert curves[-1].get_legend_handles_labels()[1] == labels

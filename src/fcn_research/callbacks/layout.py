@@ -17,7 +17,16 @@ PER_LAYER = {
         ["grad_rms/ratio_first_last", "grad_rms/ratio_hidden"],
     ),
     "dead fraction per layer": ("neurons/dead_fraction", True, ["neurons/dead_fraction"]),
-    "saturated fraction per layer": ("neurons/saturated_fraction", True, []),
+    "saturated fraction per layer": (
+        "neurons/saturated_fraction",
+        True,
+        ["neurons/saturated_fraction"],
+    ),
+    "low-gradient fraction per layer": (
+        "neurons/low_gradient_fraction",
+        True,
+        ["neurons/low_gradient_fraction"],
+    ),
     "activation std per layer": ("activations/std", True, []),
 }
 TRAINING = {

@@ -24,6 +24,11 @@ DEAD_TOL = 1e-8
 # A (unit, sample) pair is saturated when its derivative is below this fraction of the
 # activation's peak derivative (tanh: |z| > ~2.4; sigmoid: |z| > ~4.4; ReLU: z <= 0).
 SATURATION_FRACTION = 0.05
+# A unit passes low gradient when its mean |d act/d z| over the probe set is below this
+# absolute value: one scale for every activation (the identity's derivative is 1), so smooth
+# activations compare with ReLU, where "dead" is 0 by construction and "saturated" is
+# relative to each activation's own peak (a sigmoid unit at its peak passes 0.25).
+LOW_GRADIENT_THRESHOLD = 0.05
 # Grid on which the peak derivative of an activation is searched (step 0.02, includes 0).
 _PEAK_GRID = torch.linspace(-20.0, 20.0, 2001)
 # The most (output unit x sample x input) derivatives one batched backward may hold (64 MiB).
@@ -149,9 +154,10 @@ def neuron_stats(
     dead_tol: float = DEAD_TOL,
     saturation_fraction: float = SATURATION_FRACTION,
     profiles: list[ActivationProfile] | None = None,
+    low_gradient_threshold: float = LOW_GRADIENT_THRESHOLD,
 ) -> dict[str, Tensor]:
-    """Dead / saturated fractions and activation mean / std of every hidden layer on ``x``,
-    per member of the stack: each a (M,) tensor.
+    """Dead / saturated / low-gradient fractions and activation mean / std of every hidden
+    layer on ``x``, per member of the stack: each a (M,) tensor.
 
     Runs the model in eval mode; gradients are computed only for the activation's own
     derivative and never reach the parameters. ``profiles`` (``profile_layers``) can be
@@ -165,6 +171,8 @@ def neuron_stats(
     model.eval()
     stats: dict[str, Tensor] = {}
     dead_counts: list[Tensor] = []
+    low_counts: list[Tensor] = []
+    saturated_counts: list[Tensor] = []
     total_units = 0
     h = x
     layers = zip(model.linears, model.activations, profiles, strict=False)
@@ -183,19 +191,27 @@ def neuron_stats(
         mean = flat.mean(1)
         std = ((flat - mean[:, None]).square().sum(1) / max(flat.shape[1] - 1, 1)).sqrt()
         # Each unit against its own peak (channel-wise activations such as PReLU differ).
-        saturated = (d < saturation_fraction * profile.peak).flatten(1).sum(1) / d[0].numel()
+        saturated = (d < saturation_fraction * profile.peak).flatten(1).sum(1)
+        low = (d.mean(dim=1) < low_gradient_threshold).sum(1)
+        low_counts.append(low)
+        saturated_counts.append(saturated)
         stats[layer_tag("neurons/dead_fraction", i)] = dead / d.shape[2]
-        stats[layer_tag("neurons/saturated_fraction", i)] = saturated
+        stats[layer_tag("neurons/saturated_fraction", i)] = saturated / d[0].numel()
+        stats[layer_tag("neurons/low_gradient_fraction", i)] = low / d.shape[2]
         stats[layer_tag("activations/mean", i)] = mean
         stats[layer_tag("activations/std", i)] = std
     if total_units:
         stats["neurons/dead_fraction"] = torch.stack(dead_counts).sum(0) / total_units
+        stats["neurons/low_gradient_fraction"] = torch.stack(low_counts).sum(0) / total_units
+        # Every hidden layer has the same number of probe samples: pairs = samples x units.
+        pairs = x.shape[-2] * total_units
+        stats["neurons/saturated_fraction"] = torch.stack(saturated_counts).sum(0) / pairs
     model.train(was_training)
     return stats
 
 
 class NeuronMonitor(StepInstrument):
-    """Logs ``neurons/dead_fraction[/layer_XX]``, ``neurons/saturated_fraction/layer_XX`` and
+    """Logs ``neurons/{dead,saturated,low_gradient}_fraction[/layer_XX]`` and
     ``activations/{mean,std}/layer_XX`` on the probe set: at step 0, on the schedule, at the end.
 
     Args:
@@ -205,6 +221,8 @@ class NeuronMonitor(StepInstrument):
         dead_tol: a unit is dead when |d act/d z| <= dead_tol on every probe sample.
         saturation_fraction: saturated when |d act/d z| < this fraction of the unit's peak
             derivative.
+        low_gradient_threshold: a unit passes low gradient when its mean |d act/d z| over the
+            probe samples is below this absolute value (the same for every activation).
     """
 
     def __init__(
@@ -214,15 +232,22 @@ class NeuronMonitor(StepInstrument):
         probe_size: int = 512,
         dead_tol: float = DEAD_TOL,
         saturation_fraction: float = SATURATION_FRACTION,
+        low_gradient_threshold: float = LOW_GRADIENT_THRESHOLD,
     ) -> None:
         if probe_size < 1:
             raise ValueError(f"probe_size must be >= 1, got {probe_size}")
         if not 0.0 < saturation_fraction < 1.0:
             raise ValueError(f"saturation_fraction must be in (0, 1), got {saturation_fraction}")
+        if not low_gradient_threshold > 0.0:
+            raise ValueError(
+                f"low_gradient_threshold must be > 0 (an absolute |d act/d z|, e.g. 0.05), "
+                f"got {low_gradient_threshold}"
+            )
         super().__init__(min_interval, max_interval)
         self.probe_size = probe_size
         self.dead_tol = dead_tol
         self.saturation_fraction = saturation_fraction
+        self.low_gradient_threshold = low_gradient_threshold
         self._probe: Tensor | None = None
         self._profiles: list[ActivationProfile] | None = None
 
@@ -235,7 +260,12 @@ class NeuronMonitor(StepInstrument):
         self, trainer: L.Trainer, pl_module: L.LightningModule, step: int
     ) -> list[dict[str, float]]:
         stats = neuron_stats(
-            mlp_of(pl_module), self._probe, self.dead_tol, self.saturation_fraction, self._profiles
+            mlp_of(pl_module),
+            self._probe,
+            self.dead_tol,
+            self.saturation_fraction,
+            self._profiles,
+            self.low_gradient_threshold,
         )
         values = to_host(stats)
         write_members(trainer, values, step)

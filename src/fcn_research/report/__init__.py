@@ -23,6 +23,11 @@ How a sweep is summarised (also written at the top of ``summary.md``):
   heatmap's title says its scale and whether cells average several seeds.
 - Jobs named in ``multirun.yaml`` but without a directory are ``not started``; a directory
   without ``result.json`` is ``missing`` (interrupted, or not yet written).
+- Each cell also has a 95 % Student's t confidence interval and its range (``report.stats``);
+  ``--summary`` picks the final value, the best epoch's or the mean of the last k epochs
+  (``report.epochs``); ``--baseline`` tests every cell against a baseline
+  (``report.baseline``); ``--metric`` adds any tag of result.json, and a ``layer_XX`` family
+  becomes a per-layer table and profile.
 """
 
 from __future__ import annotations
@@ -35,7 +40,10 @@ import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
+from fcn_research.report import baseline as baseline_tests
+from fcn_research.report.epochs import SUMMARIES, Summary
 from fcn_research.report.figures import (
     DEAD_LAYER,
     GRAD_NORM_LAYER,
@@ -43,10 +51,20 @@ from fcn_research.report.figures import (
     layer_profile,
     val_curves,
 )
-from fcn_research.report.loading import REPORT_DIR, NotASweepError, load_sweep
+from fcn_research.report.loading import (
+    REPORT_DIR,
+    NotASweepError,
+    ReportOptionError,
+    Sweep,
+    load_sweep,
+)
 from fcn_research.report.tables import (
+    LAYER_FAMILY,
     Report,
+    cell_rows,
+    family_pattern,
     fmt,
+    layer_pivot,
     markdown,
     pivots,
     print_report,
@@ -55,31 +73,98 @@ from fcn_research.report.tables import (
     write_text,
 )
 
-__all__ = ["NotASweepError", "Report", "fmt", "load_sweep", "main", "print_report", "write_report"]
+__all__ = [
+    "NotASweepError",
+    "Report",
+    "ReportOptionError",
+    "Summary",
+    "fmt",
+    "load_sweep",
+    "main",
+    "print_report",
+    "write_report",
+]
 
 
 def _slug(metric: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "_", metric).strip("_")
 
 
-def write_report(sweep_dir: str | os.PathLike[str]) -> Report:
-    """Read the sweep and write ``summary.csv``, ``summary.md`` and the PNGs into ``report/``."""
-    sweep = load_sweep(sweep_dir)
-    out = sweep.path / REPORT_DIR
-    out.mkdir(exist_ok=True)
-    metrics = report_metrics(sweep)
-    report = Report(sweep, {m: pivots(sweep, m) for m in metrics}, [], [])
-
-    rows = summary_rows(sweep)
+def _write_csv(path: Path, rows: list[dict[str, Any]], empty: list[str]) -> None:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]) if rows else ["job", "status"])
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]) if rows else empty)
     writer.writeheader()
     writer.writerows(rows)
-    write_text(out / "summary.csv", buffer.getvalue())
+    write_text(path, buffer.getvalue())
+
+
+def _check_metrics(sweep: Sweep, metrics: Sequence[str]) -> None:
+    """Every ``--metric`` must be a tag (or a ``layer_XX`` family) of some job's result.json."""
+    present = {k for job in sweep.jobs for k in job.result.get("metrics") or {}}
+    for metric in metrics:
+        pattern = family_pattern(metric)
+        if any(pattern.match(k) for k in present) if pattern else metric in present:
+            continue
+        tags = sorted({re.sub(r"layer_\d+", LAYER_FAMILY, k) for k in present})
+        raise ReportOptionError(
+            f"--metric {metric}: no job's result.json has it in `metrics`; tags present: "
+            f"{', '.join(tags) or 'none (no job has finished)'}"
+        )
+
+
+def write_report(
+    sweep_dir: str | os.PathLike[str],
+    metrics: Sequence[str] = (),
+    summary: Summary | None = None,
+    baseline: str | None = None,
+) -> Report:
+    """Read the sweep and write ``summary.csv``, ``cells.csv``, ``summary.md`` and the PNGs
+    (and ``comparisons.csv`` with a ``baseline``, e.g. ``activation=relu``) into ``report/``.
+
+    ``metrics``: result.json tags to add to the default ones; ``beta/layer_XX`` stands for
+    a per-layer family. ``summary``: which value of each run (default: the final one).
+    """
+    sweep = load_sweep(sweep_dir)
+    summary = summary or Summary()
+    _check_metrics(sweep, metrics)
+    compared = baseline_tests.parse_baseline(sweep, baseline) if baseline else None
+    families = [m for m in metrics if family_pattern(m)]
+    scalars = report_metrics(sweep, [m for m in metrics if not family_pattern(m)])
+    out = sweep.path / REPORT_DIR
+    out.mkdir(exist_ok=True)
+    tables = {m: pivots(sweep, m, summary) for m in scalars}
+    tables.update({f: [layer_pivot(sweep, f, summary)] for f in families})
+    report = Report(sweep, tables, [], [], summary)
+
+    _write_csv(out / "summary.csv", summary_rows(sweep), ["job", "status"])
     report.files.append(out / "summary.csv")
+    _write_csv(out / "cells.csv", cell_rows(sweep, scalars, summary), ["metric", "n"])
+    report.files.append(out / "cells.csv")
+    if compared:
+        rows = baseline_tests.comparisons(sweep, scalars, *compared, summary)
+        report.sections += baseline_tests.markdown_lines(rows, "=".join(compared))
+        _write_csv(out / "comparisons.csv", baseline_tests.csv_rows(rows), ["metric"])
+        report.files.append(out / "comparisons.csv")
 
     figures: list[tuple[str, Callable[[Path], str | None]]] = [
-        (f"heatmap_{_slug(m)}.png", lambda p, m=m: heatmap(sweep, m, p)) for m in metrics
+        (f"heatmap_{_slug(m)}.png", lambda p, m=m: heatmap(sweep, m, p, summary)) for m in scalars
+    ]
+    figures += [
+        (
+            f"profile_{_slug(f)}.png",
+            lambda p, f=f: layer_profile(
+                sweep,
+                p,
+                pattern=family_pattern(f),
+                section="metrics",
+                statuses={"completed"},
+                log=False,
+                ylabel=f,
+                title=f"{f} per layer, {summary.describe()}",
+                value=summary.value,
+            ),
+        )
+        for f in families
     ]
     figures += [
         (
@@ -123,13 +208,39 @@ def write_report(sweep_dir: str | os.PathLike[str]) -> Report:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``fcn-report <sweep_dir>``: write the sweep's report and print its tables."""
+    """``fcn-report <sweep_dir> [--metric TAG] [--summary S --k K] [--baseline KEY=VALUE]``:
+    write the sweep's report and print its tables."""
     parser = argparse.ArgumentParser(prog="fcn-report", description=__doc__.splitlines()[0])
     parser.add_argument("sweep_dir", help="a Hydra multirun directory, e.g. outputs/sweeps/<time>")
+    parser.add_argument(
+        "--metric",
+        action="append",
+        default=[],
+        metavar="TAG",
+        help="a result.json tag to report besides the defaults (repeatable); a tag with "
+        f"{LAYER_FAMILY} (e.g. beta/{LAYER_FAMILY}) gives a per-layer table and profile",
+    )
+    parser.add_argument(
+        "--summary",
+        choices=SUMMARIES,
+        default="final",
+        help="each run's value: the final one (default), the best epoch's (by validation "
+        "metric) or the mean of the last --k epochs; best and last_k read TensorBoard events",
+    )
+    parser.add_argument("--k", type=int, default=None, help="epochs for --summary last_k (3)")
+    parser.add_argument(
+        "--baseline",
+        metavar="KEY=VALUE",
+        help="compare every cell with the cell that has KEY=VALUE and the same other axes "
+        "(paired t-test by seed, else Welch), e.g. activation=relu",
+    )
     args = parser.parse_args(argv)
+    if args.k is not None and args.summary != "last_k":
+        parser.error(f"--k {args.k} applies to --summary last_k, not --summary {args.summary}")
     try:
-        report = write_report(args.sweep_dir)
-    except NotASweepError as err:
+        summary = Summary(args.summary, 3 if args.k is None else args.k)
+        report = write_report(args.sweep_dir, args.metric, summary, args.baseline)
+    except (NotASweepError, ReportOptionError) as err:
         print(f"fcn-report: error: {err}", file=sys.stderr)
         return 2
     print_report(report)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,9 @@ from matplotlib import colormaps
 from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
 
+from fcn_research.report.epochs import Summary, read_scalars
 from fcn_research.report.loading import REPLICATE_AXIS, Job, Sweep, chance_level
+from fcn_research.report.stats import t_interval
 from fcn_research.report.tables import VAL_METRICS, fmt, pivots, write_atomic
 
 LINE_STYLES = ("-", "--", ":", "-.")
@@ -57,9 +59,10 @@ def over_seeds(sweep: Sweep, statistic: str = "mean ± std") -> str:
     return f"{statistic} over {seeds} {REPLICATE_AXIS}s" if seeds > 1 else f"one {REPLICATE_AXIS}"
 
 
-def heatmap(sweep: Sweep, metric: str, path: Path) -> str | None:
+def heatmap(sweep: Sweep, metric: str, path: Path, summary: Summary | None = None) -> str | None:
     """Heatmap of the metric's pivots (one panel per facet); a note instead if it has no data."""
-    panels = pivots(sweep, metric)
+    summary = summary or Summary()
+    panels = pivots(sweep, metric, summary)
     finite = [c.mean for p in panels for row in p.cells for c in row if c.mean is not None]
     if not finite:
         return f"heatmap of {metric}: skipped, no completed job reports it"
@@ -68,7 +71,7 @@ def heatmap(sweep: Sweep, metric: str, path: Path) -> str | None:
     ncols = min(len(panels), 3)
     nrows = math.ceil(len(panels) / ncols)
     first = panels[0]
-    size = (1.6 + 1.5 * len(first.columns), 1.0 + 0.8 * len(first.rows))
+    size = (1.6 + 1.7 * len(first.columns), 1.0 + 1.0 * len(first.rows))
     fig = Figure(figsize=(size[0] * ncols + 1, size[1] * nrows), layout="constrained")
     axs = fig.subplots(nrows, ncols, squeeze=False)
     image = None
@@ -85,7 +88,7 @@ def heatmap(sweep: Sweep, metric: str, path: Path) -> str | None:
             ax.text(
                 j,
                 i,
-                cell.text().replace(" (", "\n("),
+                cell.text().replace(" [", "\n[").replace(" (", "\n("),
                 ha="center",
                 va="center",
                 fontsize=7,
@@ -94,7 +97,8 @@ def heatmap(sweep: Sweep, metric: str, path: Path) -> str | None:
     for ax in list(axs.flat)[len(panels) :]:
         ax.set_axis_off()
     fig.colorbar(image, ax=axs, label=metric)
-    fig.suptitle(f"{metric}: final, {over_seeds(sweep)}, n per cell; {scale}")
+    stat = "mean ± std [95 % t-interval]"
+    fig.suptitle(f"{metric}: {summary.describe()}, {over_seeds(sweep, stat)}, n per cell; {scale}")
     _save(fig, path)
     return None
 
@@ -120,27 +124,55 @@ def line_styles(n: int) -> list[dict[str, Any]]:
 
 
 def _layer_profiles(
-    sweep: Sweep, pattern: re.Pattern[str], section: str, statuses: set[str] | None
-) -> dict[str, tuple[dict[int, float], int]]:
-    """Per configuration label: (layer -> mean over seeds of the per-layer keys, n jobs)."""
+    sweep: Sweep,
+    pattern: re.Pattern[str],
+    section: str,
+    statuses: set[str] | None,
+    value: Callable[[Job, str], float | None] | None = None,
+) -> dict[str, dict[int, list[float]]]:
+    """Per configuration label: layer -> the seeds' values of the per-layer keys (the keys
+    found in ``section``; values from ``value`` if given, else from that section)."""
     collected: dict[str, dict[int, list[float]]] = {}
     for job in sweep.jobs:
         if statuses is not None and job.status not in statuses:
             continue
         for key in job.result.get(section) or {}:
             match = pattern.match(key)
-            v = job.value(key, section)
-            if match and v is not None:
+            if not match:
+                continue
+            v = value(job, key) if value is not None else job.value(key, section)
+            if v is not None:
                 layers = collected.setdefault(sweep.label(sweep.config_of(job)), {})
                 layers.setdefault(int(match.group(1)), []).append(v)
     order = [sweep.label(c) for c in sweep.configs()]
     return {
-        label: (
-            {layer: statistics.fmean(vs) for layer, vs in sorted(collected[label].items())},
-            max(len(vs) for vs in collected[label].values()),
-        )
+        label: dict(sorted(collected[label].items()))
         for label in sorted(collected, key=lambda x: order.index(x) if x in order else len(order))
     }
+
+
+def _mean_and_band(
+    ax: Any,
+    xs: Sequence[float],
+    runs: Sequence[Sequence[float]],
+    label: str,
+    style: dict[str, Any],
+    log: bool,
+) -> None:
+    """A line through the means of ``runs`` (the seeds' values at each x) and a shaded 95 %
+    t-interval where at least two seeds have a value. ``log``: both on log10 of the positive
+    values (geometric mean, a multiplicative interval), as a log axis reads them."""
+    if log:
+        runs = [[math.log10(v) for v in vs if v > 0] for vs in runs]
+    points = [
+        (x, statistics.fmean(vs), t_interval(vs)) for x, vs in zip(xs, runs, strict=True) if vs
+    ]
+    back = (lambda v: 10.0**v) if log else (lambda v: v)
+    ax.plot([x for x, _, _ in points], [back(m) for _, m, _ in points], label=label, **style)
+    band = [(x, back(ci[0]), back(ci[1])) for x, _, ci in points if ci is not None]
+    if band:
+        xs_band, low, high = zip(*band, strict=True)
+        ax.fill_between(xs_band, low, high, color=style["color"], alpha=0.15)
 
 
 def layer_profile(
@@ -154,22 +186,23 @@ def layer_profile(
     title: str,
     log: bool,
     ylim: tuple[float, float] | None = None,
+    value: Callable[[Job, str], float | None] | None = None,
 ) -> str | None:
-    """One line per configuration over the layer index; a note instead if no job has the keys.
+    """One line per configuration over the layer index (the mean over seeds, with a 95 %
+    t-interval band); a note instead if no job has the keys.
 
-    ``ylim`` fixes the y range (a fraction: 0 to 1) so that small differences look small.
+    ``ylim`` fixes the y range (a fraction: 0 to 1) so that small differences look small;
+    ``value`` reads a job's value of a key (default: ``section`` of result.json).
     """
-    profiles = _layer_profiles(sweep, pattern, section, statuses)
+    profiles = _layer_profiles(sweep, pattern, section, statuses, value)
     if not profiles:
         keys = pattern.pattern.strip("^$").replace(r"(\d+)", "XX")
         return f"{title}: skipped, no job has {keys} in `{section}`"
     fig = Figure(figsize=(7.5, 4.2), layout="constrained")
     ax = fig.subplots()
-    for (label, (layers, n)), style in zip(
-        profiles.items(), line_styles(len(profiles)), strict=True
-    ):
-        points = [(k, v) for k, v in layers.items() if v > 0 or not log]
-        ax.plot([k for k, _ in points], [v for _, v in points], label=f"{label} (n={n})", **style)
+    for (label, layers), style in zip(profiles.items(), line_styles(len(profiles)), strict=True):
+        n = max(len(vs) for vs in layers.values())
+        _mean_and_band(ax, list(layers), list(layers.values()), f"{label} (n={n})", style, log)
     if log:
         ax.set_yscale("log")
     if ylim is not None:
@@ -177,7 +210,8 @@ def layer_profile(
         ax.set_ylim(ylim[0] - margin, ylim[1] + margin)
     ax.set_xlabel("layer (1 = input side)")
     ax.set_ylabel(ylabel)
-    ax.set_title(f"{title}, {over_seeds(sweep, 'mean')}")
+    statistic = "geometric mean and 95 % t-interval of log10" if log else "mean and 95 % t-interval"
+    ax.set_title(f"{title}, {over_seeds(sweep, statistic)}")
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     _save(fig, path)
@@ -186,17 +220,12 @@ def layer_profile(
 
 def read_curves(job_dir: Path, tags: Sequence[str]) -> dict[str, list[tuple[int, float]]]:
     """Scalar curves (step, value) of ``tags`` from the job's TensorBoard events."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    skip = {k: 1 for k in ("images", "audio", "histograms", "compressedHistograms", "tensors")}
-    events = EventAccumulator(str(job_dir), size_guidance={"scalars": 0, **skip})
-    events.Reload()
-    present = set(events.Tags().get("scalars", []))
-    return {t: [(e.step, e.value) for e in events.Scalars(t)] for t in tags if t in present}
+    return {t: points for t, points in read_scalars(job_dir).items() if t in tags}
 
 
 def val_curves(sweep: Sweep, path: Path) -> str | None:
-    """Validation curves, one style per configuration (a line per seed) over the optimizer step."""
+    """Validation curves over the optimizer step: per configuration the mean over its seeds,
+    with a shaded 95 % t-interval where at least two seeds reached the step."""
     curves = {job.name: read_curves(job.path, VAL_METRICS) for job in sweep.jobs if job.path}
     tags = [t for t in VAL_METRICS if any(t in c for c in curves.values())]
     if not tags:
@@ -209,17 +238,14 @@ def val_curves(sweep: Sweep, path: Path) -> str | None:
     axs = fig.subplots(1, len(tags), squeeze=False)[0]
     for ax, tag in zip(axs, tags, strict=True):
         for label, jobs in by_label.items():
-            runs = [p for p in (curves.get(j.name, {}).get(tag) for j in jobs) if p]
-            for i, points in enumerate(runs):
-                ax.plot(
-                    *zip(*points, strict=True),
-                    lw=1.2,
-                    markersize=3,
-                    alpha=0.8,
-                    label=f"{label} (n={len(runs)})" if i == 0 else None,
-                    **styles[label],
-                )
-        title = tag
+            runs = [dict(p) for p in (curves.get(j.name, {}).get(tag) for j in jobs) if p]
+            if not runs:
+                continue
+            steps = sorted({step for run in runs for step in run})
+            values = [[run[s] for run in runs if s in run] for s in steps]
+            style = {**styles[label], "lw": 1.2, "markersize": 3}
+            _mean_and_band(ax, steps, values, f"{label} (n={len(runs)})", style, log=False)
+        title = f"{tag}: {over_seeds(sweep, 'mean and 95 % t-interval')}"
         if tag.endswith("/acc"):  # a fixed scale: a 2-point spread must not fill the axis
             low = min(float(v) for line in ax.get_lines() for v in line.get_ydata())
             bottom, named = _accuracy_floor(sweep, low)

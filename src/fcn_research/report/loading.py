@@ -31,6 +31,11 @@ class NotASweepError(ValueError):
     """The path given is not a Hydra multirun directory."""
 
 
+class ReportOptionError(ValueError):
+    """A report option (``--metric``, ``--baseline``, ``--summary``, ``--k``) that does not fit
+    the sweep."""
+
+
 @dataclass
 class Job:
     """One job of a sweep: its directory (if any), status, axis values and result."""

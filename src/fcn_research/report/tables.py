@@ -5,10 +5,11 @@ from __future__ import annotations
 import itertools
 import math
 import os
+import re
 import statistics
 import tempfile
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -16,11 +17,21 @@ from typing import IO, Any
 from rich.console import Console
 from rich.table import Table
 
+from fcn_research.report.epochs import Summary
 from fcn_research.report.loading import DASH, REPLICATE_AXIS, Sweep
+from fcn_research.report.stats import t_interval
 
 VAL_METRICS = ("val/acc", "val/mse", "val/loss")
-INSTRUMENT_METRICS = ("neurons/dead_fraction", "grad_norm/ratio_first_last")
+INSTRUMENT_METRICS = (
+    "neurons/dead_fraction",
+    "neurons/saturated_fraction",
+    "neurons/low_gradient_fraction",
+    "grad_norm/ratio_first_last",
+)
 NON_FINITE = "NaN/inf"  # a completed job whose metric is NaN or inf (null in result.json)
+# --summary best/last_k: a completed job whose TensorBoard events lack the metric's epochs.
+NO_EPOCHS = "no epoch values"
+LAYER_FAMILY = "layer_XX"  # in a --metric tag: every layer_01, layer_02, ... of that family
 
 
 def _metric_order(key: str) -> tuple[int, str]:
@@ -68,6 +79,7 @@ class Cell:
 
     values: list[float] = field(default_factory=list)
     others: Counter[str] = field(default_factory=Counter)
+    seeds: list[str] = field(default_factory=list)  # the seed of each value
 
     @property
     def mean(self) -> float | None:
@@ -79,27 +91,41 @@ class Cell:
         """Sample standard deviation (n-1), or None for fewer than two values."""
         return statistics.stdev(self.values) if len(self.values) > 1 else None
 
+    @property
+    def ci(self) -> tuple[float, float] | None:
+        """95 % Student's t-interval of the mean (``report.stats``), or None for n < 2."""
+        return t_interval(self.values)
+
     def text(self) -> str:
-        """``0.812 ± 0.010 (n=2, 1 diverged)``; ``–`` when there is nothing to show."""
+        """``0.812 ± 0.010 [0.787, 0.837] (n=3, range 0.801–0.821, 1 diverged)``: mean ± sample
+        std, the 95 % CI, n, min–max; ``–`` when there is nothing to show."""
         notes = [f"{n} {status}" for status, n in sorted(self.others.items())]
         if not self.values:
             return ", ".join(notes) or DASH
-        mean = fmt(self.mean) + (f" ± {fmt(self.std)}" if self.std is not None else "")
-        return f"{mean} ({', '.join([f'n={len(self.values)}', *notes])})"
+        mean = fmt(self.mean)
+        facts = [f"n={len(self.values)}"]
+        if self.std is not None and self.ci is not None:
+            low, high = self.ci
+            mean += f" ± {fmt(self.std)} [{fmt(low)}, {fmt(high)}]"
+            facts.append(f"range {fmt(min(self.values))}–{fmt(max(self.values))}")
+        return f"{mean} ({', '.join([*facts, *notes])})"
 
 
-def cells(sweep: Sweep, metric: str) -> dict[tuple[str, ...], Cell]:
-    """Per configuration: completed jobs' final ``metric``; other statuses and NaN/inf counted."""
+def cells(sweep: Sweep, metric: str, summary: Summary | None = None) -> dict[tuple[str, ...], Cell]:
+    """Per configuration: completed jobs' ``metric`` (final unless ``summary`` says otherwise);
+    other statuses and NaN/inf counted."""
+    summary = summary or Summary()
     out = {config: Cell() for config in sweep.configs()}
     for job in sweep.jobs:
         cell = out.setdefault(sweep.config_of(job), Cell())
-        value = job.value(metric)
         if job.status != "completed":
             cell.others[job.status] += 1
-        elif value is not None:
+        elif (value := summary.value(job, metric)) is not None:
             cell.values.append(value)
+            cell.seeds.append(job.values.get(REPLICATE_AXIS, DASH))
         elif metric in (job.result.get("metrics") or {}):
-            cell.others[NON_FINITE] += 1
+            finite = summary.kind != "final" and job.value(metric) is not None
+            cell.others[NO_EPOCHS if finite else NON_FINITE] += 1
     return out
 
 
@@ -121,9 +147,9 @@ class Pivot:
     cells: list[list[Cell]]
 
 
-def pivots(sweep: Sweep, metric: str) -> list[Pivot]:
+def pivots(sweep: Sweep, metric: str, summary: Summary | None = None) -> list[Pivot]:
     """The metric's pivot tables, one per facet (see ``fcn_research.report``)."""
-    by_config = cells(sweep, metric)
+    by_config = cells(sweep, metric, summary)
     main, facets = layout(sweep)
     row_axis = main[0] if main else ""
     rows = sweep.axes[row_axis] if main else ["all"]
@@ -144,11 +170,64 @@ def pivots(sweep: Sweep, metric: str) -> list[Pivot]:
     return out
 
 
-def report_metrics(sweep: Sweep) -> list[str]:
-    """The validation metric (acc, else mse, else loss) and the instrument summaries."""
+def report_metrics(sweep: Sweep, extra: Sequence[str] = ()) -> list[str]:
+    """The validation metric (acc, else mse, else loss), ``extra`` and the instrument summaries."""
     present = {k for job in sweep.jobs for k in job.result.get("metrics") or {}}
     val = next((m for m in VAL_METRICS if m in present), VAL_METRICS[0])
-    return [val, *INSTRUMENT_METRICS]
+    return list(dict.fromkeys([val, *extra, *INSTRUMENT_METRICS]))
+
+
+def family_pattern(tag: str) -> re.Pattern[str] | None:
+    """``beta/layer_XX`` -> a pattern matching ``beta/layer_01``, ... (group 1: the layer);
+    None for a single tag."""
+    if LAYER_FAMILY not in tag:
+        return None
+    return re.compile("^" + re.escape(tag).replace(LAYER_FAMILY, r"layer_(\d+)") + "$")
+
+
+def layer_pivot(sweep: Sweep, family: str, summary: Summary | None = None) -> Pivot:
+    """A per-layer family as one table: a row per configuration, a column per layer."""
+    pattern = family_pattern(family)
+    if pattern is None:
+        raise ValueError(f"{family} is not a per-layer family (it has no {LAYER_FAMILY})")
+    layers: dict[int, str] = {}
+    for job in sweep.jobs:
+        for key in job.result.get("metrics") or {}:
+            if match := pattern.match(key):
+                layers[int(match.group(1))] = key
+    configs = sweep.configs()
+    by_key = {key: cells(sweep, key, summary) for key in layers.values()}
+    grid = [[by_key[layers[i]].get(c, Cell()) for i in sorted(layers)] for c in configs]
+    columns = [f"layer {i:02d}" for i in sorted(layers)]
+    rows = [sweep.label(c) for c in configs]
+    return Pivot("", "configuration \\ layer", rows, columns, grid)
+
+
+def cell_rows(
+    sweep: Sweep, metrics: Sequence[str], summary: Summary | None = None
+) -> list[dict[str, Any]]:
+    """``cells.csv``: per metric and configuration, n, mean, 95 % CI, std, min, max."""
+    summary = summary or Summary()
+    rows = []
+    for metric in metrics:
+        for config, cell in cells(sweep, metric, summary).items():
+            ci = cell.ci
+            rows.append(
+                {
+                    "metric": metric,
+                    "summary": summary.describe(),
+                    **dict(zip(sweep.config_axes, config, strict=True)),
+                    "n": len(cell.values),
+                    "mean": cell.mean,
+                    "ci95_low": ci[0] if ci else None,
+                    "ci95_high": ci[1] if ci else None,
+                    "std": cell.std,
+                    "min": min(cell.values, default=None),
+                    "max": max(cell.values, default=None),
+                    "not_averaged": ", ".join(f"{n} {s}" for s, n in sorted(cell.others.items())),
+                }
+            )
+    return rows
 
 
 def write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
@@ -177,6 +256,8 @@ class Report:
     tables: dict[str, list[Pivot]]
     files: list[Path]
     notes: list[str]
+    summary: Summary = field(default_factory=Summary)
+    sections: list[str] = field(default_factory=list)  # markdown lines after the tables
 
 
 def _md_escape(text: object) -> str:
@@ -212,10 +293,12 @@ def markdown(report: Report) -> str:
         + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
         + f". Axes: {axes}. Every job is a row of [summary.csv](summary.csv).",
         "",
-        f"Cells: final value, mean ± sample std (n-1) over `{REPLICATE_AXIS}` of the completed "
-        "jobs, and n (how many); jobs diverged, failed, running, missing (no result.json) or "
-        f"not started, and completed jobs whose value is NaN or inf ({NON_FINITE}), are "
-        "counted in brackets, not averaged.",
+        f"Cells ({report.summary.describe()}): over `{REPLICATE_AXIS}` of the completed "
+        "jobs, mean ± sample std (n-1) [95 % confidence interval of the mean, Student's t with "
+        "n-1 degrees of freedom] (n, range min–max); jobs diverged, failed, running, missing (no "
+        f"result.json) or not started, and completed jobs whose value is NaN or inf "
+        f"({NON_FINITE}), are counted in brackets, not averaged. Every cell is a row of "
+        "[cells.csv](cells.csv).",
     ]
     if main:
         lines.append(
@@ -230,7 +313,8 @@ def markdown(report: Report) -> str:
     for metric, tables in report.tables.items():
         lines += ["", f"## {metric}"]
         if _empty(tables):
-            lines += ["", f"{DASH} (no completed job reports `{metric}`)"]
+            where = "" if report.summary.kind == "final" else " per epoch in its TensorBoard events"
+            lines += ["", f"{DASH} (no completed job reports `{metric}`{where})"]
             continue
         for pivot in tables:
             lines += [
@@ -238,6 +322,7 @@ def markdown(report: Report) -> str:
                 *([f"### {pivot.title}", ""] if pivot.title else []),
                 *_markdown_table(pivot),
             ]
+    lines += report.sections
     lines += ["", "## Figures", ""]
     lines += [f"- ![{p.stem}]({p.name})" for p in report.files if p.suffix == ".png"]
     lines += [f"- {note}" for note in report.notes]

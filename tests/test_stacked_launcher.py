@@ -217,3 +217,37 @@ def test_stacks_run_as_submitit_jobs(run_cli, tmp_path):
     assert [r["stack"] for r in results] == [{"id": "stack_000", "members": 2}] * 2
     submitted = [p.name for p in (sweep / ".submitit").iterdir() if p.name.isdigit()]
     assert len(submitted) == 1, submitted  # one submitit job: the stack
+
+
+@pytest.mark.parametrize(
+    ("overrides", "remote"),
+    [
+        (["stack_on=ray"], {"num_cpus": 1, "num_gpus": 0}),
+        (["stack_on=ray", "num_threads=2"], {"num_cpus": 2, "num_gpus": 0}),
+        (["stack_on=gpus", "gpus_per_job=0.5", "cpus_per_job=3"], {"num_cpus": 3, "num_gpus": 0.5}),
+    ],
+)
+def test_stacks_take_the_preset_knobs_of_the_sweep(overrides, remote):
+    """A stack is one job of the stack_on preset, with the knobs this sweep sets for jobs."""
+    pytest.importorskip("hydra_plugins.hydra_ray_launcher")
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.utils import setup_globals
+    from hydra.types import HydraContext, RunMode
+
+    from fcn_research.train import CONF_DIR
+    from hydra_plugins.fcn_stacked_launcher.stacked_launcher import StackedLauncher
+
+    setup_globals()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR), job_name="train"):
+        loader = GlobalHydra.instance().config_loader()
+        sweep = loader.load_configuration(
+            "train", ["launcher=stacked", "seed=0,1", *overrides], run_mode=RunMode.MULTIRUN
+        )
+        launcher = StackedLauncher(stack_on=sweep.stack_on)
+        context = HydraContext(config_loader=loader, callbacks=None)
+        launcher.setup(hydra_context=context, task_function=print, config=sweep)
+        stack = loader.load_sweep_config(sweep, launcher.stack_overrides())
+    assert stack.hydra.launcher._target_.endswith("RayLauncher")
+    assert {k: stack.hydra.launcher.ray.remote[k] for k in remote} == remote

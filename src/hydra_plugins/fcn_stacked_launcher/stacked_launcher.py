@@ -26,6 +26,7 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
+from fcn_research.config_checks import exit_refused
 from fcn_research.stacking import (
     MANIFEST_FILE,
     STACKS_DIR,
@@ -92,18 +93,22 @@ class StackedLauncher(Launcher):
         self.config = config
         self.hydra_context = hydra_context
 
-    def _check_knobs(self) -> None:
+    def _refusal(self) -> str | None:
+        """What is wrong with ``stack_on`` or ``max_members``, or None."""
         assert self.hydra_context is not None
         presets = sorted(
             set(self.hydra_context.config_loader.get_group_options("launcher")) - {"stacked"}
         )
         if self.stack_on not in presets:
-            raise ValueError(
+            return (
                 f"stack_on must be one of {', '.join(presets)} (a launcher preset in "
                 f"conf/launcher/, where the stacks run), got {self.stack_on!r}"
             )
-        # Checked here, before any job dir exists; group_stacks says the same.
-        group_stacks([], self.max_members)
+        try:
+            group_stacks([], self.max_members)  # it checks max_members
+        except ValueError as err:
+            return str(err)
+        return None
 
     def _member(self, overrides: list[str], idx: int) -> _Member:
         """The job's config and dir as the basic launcher and ``run_job`` make them, with its
@@ -145,8 +150,9 @@ class StackedLauncher(Launcher):
         )
         return _Member(cfg, ret)
 
-    def _stack_overrides(self) -> list[str]:
-        """``launcher=<stack_on>`` and the preset knobs this sweep sets (``cpus_per_job=2`` ...)."""
+    def stack_overrides(self) -> list[str]:
+        """``launcher=<stack_on>`` and the preset knobs this sweep sets (``cpus_per_job=2`` ...):
+        the overrides of every stack job and of the config its launcher is built from."""
         assert self.config is not None
         excluded = {str(k) for k in self.config.hydra.job.config.override_dirname.exclude_keys}
         overrides = [f"launcher={self.stack_on}"]
@@ -167,7 +173,9 @@ class StackedLauncher(Launcher):
         """Run the jobs as stacks; one ``JobReturn`` per job, in order."""
         setup_globals()
         assert self.config is not None and self.hydra_context is not None
-        self._check_knobs()
+        message = self._refusal()
+        if message is not None:  # before any job dir exists, as a sweep's other refusals
+            exit_refused(message)
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         stacks_dir = sweep_dir / STACKS_DIR
@@ -183,7 +191,7 @@ class StackedLauncher(Launcher):
             HydraConfig.instance().cfg = master_hydra
         stacks = group_stacks([m.cfg for m in members], self.max_members)
         log.info("Launching %d jobs as %d stacks (on %s)", len(members), len(stacks), self.stack_on)
-        shared = self._stack_overrides()
+        shared = self.stack_overrides()
         stack_jobs = []
         for n, indices in enumerate(stacks, start=self.stacks_launched):
             stack_id = f"stack_{n:03d}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from fcn_research.report.loading import load_sweep
@@ -135,8 +136,20 @@ def test_stacked_sweep_gives_each_member_the_job_a_solo_sweep_gives(run_cli, tmp
         run = EventAccumulator(str(events.parent))
         run.Reload()
         assert "grad_norm/layer_01" in run.Tags()["scalars"]
-        for name in ("config.yaml", "hydra.yaml", "overrides.yaml"):
-            assert (job / ".hydra" / name).is_file(), name
+        # Hydra's record of the job, as the basic launcher writes it (interpolations kept).
+        config, config_alone = (
+            OmegaConf.to_container(OmegaConf.load(d / ".hydra" / "config.yaml"))
+            for d in (job, solo_job)
+        )
+        assert {k: config[k] for k in config_alone} == config_alone
+        hydra, hydra_alone = (
+            OmegaConf.to_container(OmegaConf.load(d / ".hydra" / "hydra.yaml").hydra)
+            for d in (job, solo_job)
+        )
+        assert hydra["run"] == hydra_alone["run"]
+        assert hydra["sweep"]["subdir"] == hydra_alone["sweep"]["subdir"]
+        assert hydra["job"] == hydra_alone["job"]
+        assert OmegaConf.load(job / ".hydra" / "overrides.yaml")[0] == "launcher=stacked"
         assert (job / "train.log").stat().st_size > 0
     assert (stacked / ".stacks" / "stack_000" / "manifest.yaml").is_file()
     sweep = load_sweep(stacked)

@@ -124,10 +124,6 @@ class StackedLauncher(Launcher):
         output_dir = os.path.abspath(os.path.join(sweep_dir, subdir))
         with read_write(cfg.hydra), open_dict(cfg.hydra):
             cfg.hydra.runtime.output_dir = output_dir
-            # Concrete values: the manifest is resolved, and the run dir would claim a new dir.
-            cfg.hydra.sweep.dir = sweep_dir
-            cfg.hydra.sweep.subdir = subdir
-            cfg.hydra.run.dir = output_dir
         HydraConfig.instance().set_config(cfg)
         task_cfg = copy.deepcopy(cfg)
         with read_write(task_cfg), open_dict(task_cfg):
@@ -139,8 +135,14 @@ class StackedLauncher(Launcher):
             _save_config(task_cfg, "config.yaml", hydra_output)
             _save_config(hydra_cfg, "hydra.yaml", hydra_output)
             _save_config(cfg.hydra.overrides.task, "overrides.yaml", hydra_output)
+        # Concrete values for the manifest, which is resolved: there the run dir's resolver
+        # would claim a new dir, and output_dir must not depend on whose HydraConfig is set.
+        with read_write(cfg.hydra), open_dict(cfg.hydra):
+            cfg.hydra.sweep.dir = sweep_dir
+            cfg.hydra.sweep.subdir = subdir
+            cfg.hydra.run.dir = output_dir
         with read_write(cfg), open_dict(cfg):
-            cfg.output_dir = output_dir  # the member's own dir, whoever's HydraConfig is set
+            cfg.output_dir = output_dir
         ret = JobReturn(
             overrides=list(cfg.hydra.overrides.task),
             cfg=task_cfg,

@@ -264,3 +264,33 @@ def test_stacks_take_the_preset_knobs_of_the_sweep(overrides, remote):
         stack = loader.load_sweep_config(sweep, launcher.stack_overrides())
     assert stack.hydra.launcher._target_.endswith("RayLauncher")
     assert {k: stack.hydra.launcher.ray.remote[k] for k in remote} == remote
+
+
+def test_a_stack_that_raises_ends_its_job_not_the_sweep(make_cfg, tmp_path, monkeypatch, caplog):
+    """As run_job for a solo job: the error is logged, the members' results are what their
+    result.json files say, and the sweep's status (not a traceback) ends the sweep."""
+    import fcn_research.train
+    from fcn_research.results import write_json_atomic
+    from fcn_research.stacking import run_stack, write_manifest
+
+    def crash(cfgs, stack):
+        write_json_atomic(Path(cfgs[0].output_dir) / "result.json", {"status": "running"})
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(fcn_research.train, "train_stack", crash, raising=False)
+    members = [
+        make_cfg(
+            f"seed={i}",
+            f"hydra.job.num={i}",
+            "hydra.job.id=0",
+            f"hydra.runtime.output_dir='{tmp_path / str(i)}'",
+            output_dir=tmp_path / str(i),
+        )
+        for i in range(2)
+    ]
+    manifest = tmp_path / "manifest.yaml"
+    write_manifest(manifest, {"id": "stack_007", "members": 2}, members)
+    results = run_stack(OmegaConf.create({"stack_manifest": str(manifest)}))
+    assert [r["status"] for r in results] == ["running", "failed"]
+    assert "stack_007 failed; the sweep goes on" in caplog.text
+    assert "out of memory" in caplog.text

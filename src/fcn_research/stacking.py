@@ -230,14 +230,19 @@ def _train_one_by_one(cfgs: Sequence[DictConfig], stack: dict | None = None) -> 
 
 def run_stack(cfg: DictConfig) -> list[dict[str, Any]]:
     """A stack job's task function: train the members of ``cfg.stack_manifest`` together and
-    return their results in order (a member's failure is in its result, not raised)."""
+    return their results in order (a failure is in the results, not raised)."""
     from fcn_research import train as training
+    from fcn_research.results import read_result
 
     if HydraConfig.initialized():
         training.quiet_lightning(HydraConfig.get().verbose)
     stack, members = read_manifest(cfg.stack_manifest)
     train_stack = getattr(training, "train_stack", _train_one_by_one)
-    results = train_stack(members, stack)
+    try:
+        results = train_stack(members, stack)
+    except Exception:  # as run_job: the sweep goes on, and its status shows these members
+        log.exception("%s failed; the sweep goes on", stack["id"])
+        results = [read_result(m.output_dir) or {"status": "failed"} for m in members]
     for member, result in zip(members, results, strict=True):
         log.info("%s %s: %s", stack["id"], member.hydra.sweep.subdir, training.summary(result))
     return list(results)

@@ -14,6 +14,7 @@ import copy
 import json
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.plugins import Plugins
-from hydra.core.utils import JobReturn, JobStatus, _save_config, configure_log, setup_globals
+from hydra.core.utils import JobReturn, JobStatus, configure_log, setup_globals
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
@@ -60,6 +61,12 @@ def _override_value(value: Any) -> str:
     if isinstance(value, str):
         return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
     return json.dumps(value)
+
+
+def _save_yaml(node: Any, path: Path) -> None:
+    """Write ``node`` unresolved, as Hydra's ``run_job`` writes a job's ``.hydra/`` files."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(OmegaConf.to_yaml(node), encoding="utf-8")
 
 
 def _val_metric(result: dict[str, Any]) -> float | None:
@@ -132,9 +139,9 @@ class StackedLauncher(Launcher):
         Path(output_dir).mkdir(parents=True, exist_ok=True)
         if cfg.hydra.output_subdir is not None:
             hydra_output = Path(output_dir) / str(cfg.hydra.output_subdir)
-            _save_config(task_cfg, "config.yaml", hydra_output)
-            _save_config(hydra_cfg, "hydra.yaml", hydra_output)
-            _save_config(cfg.hydra.overrides.task, "overrides.yaml", hydra_output)
+            _save_yaml(task_cfg, hydra_output / "config.yaml")
+            _save_yaml(hydra_cfg, hydra_output / "hydra.yaml")
+            _save_yaml(cfg.hydra.overrides.task, hydra_output / "overrides.yaml")
         # Concrete values for the manifest, which is resolved: there the run dir's resolver
         # would claim a new dir, and output_dir must not depend on whose HydraConfig is set.
         with read_write(cfg.hydra), open_dict(cfg.hydra):
@@ -171,7 +178,9 @@ class StackedLauncher(Launcher):
             hydra_context=self.hydra_context, task_function=run_stack, config=config
         )
 
-    def launch(self, job_overrides: list[list[str]] | Any, initial_job_idx: int) -> list[JobReturn]:
+    def launch(
+        self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
+    ) -> Sequence[JobReturn]:
         """Run the jobs as stacks; one ``JobReturn`` per job, in order."""
         setup_globals()
         assert self.config is not None and self.hydra_context is not None

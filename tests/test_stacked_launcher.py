@@ -78,6 +78,8 @@ def test_sgd_momentum_stacks_with_plain_sgd(make_cfg):
         (["trainer=ddp_spawn"], "trainer.strategy=ddp_spawn"),
         (["trainer.devices=2"], "trainer.devices=2"),
         (["trainer.devices=-1"], "trainer.devices=-1"),
+        (["+trainer.num_nodes=2"], "trainer.num_nodes=2"),
+        (["+trainer.strategy._target_=lightning.pytorch.strategies.SingleDeviceStrategy"], None),
         (["experiment=pruning"], "callbacks.pruning (lightning.pytorch.callbacks.ModelPruning)"),
         (
             [

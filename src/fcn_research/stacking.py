@@ -110,19 +110,25 @@ def solo_reason(cfg: DictConfig) -> str | None:
     if clip:
         return f"trainer.gradient_clip_val={clip} clips by the norm of the whole stacked tensor"
     strategy = trainer.get("strategy", "auto")
-    if isinstance(strategy, str) and strategy not in SINGLE_DEVICE_STRATEGIES:
+    if isinstance(strategy, DictConfig):  # a strategy object: only Lightning's single device
+        strategy = str(strategy.get("_target_", strategy))
+        single = strategy.endswith(".SingleDeviceStrategy")
+    else:
+        single = strategy is None or strategy in SINGLE_DEVICE_STRATEGIES
+    if not single:
         return f"trainer.strategy={strategy} runs on several devices or processes"
-    if strategy is not None and not isinstance(strategy, str):
-        return f"trainer.strategy {strategy.get('_target_', strategy)} is not a single device"
     devices = trainer.get("devices", "auto")
     count = _device_count(devices)
-    if count is None or count > 1 or int(trainer.get("num_nodes", 1) or 1) > 1:
-        return (
-            f"trainer.devices={devices} (num_nodes={trainer.get('num_nodes', 1)}) is not one device"
-        )
+    if count is None or count > 1:
+        return f"trainer.devices={devices} is not one device"
+    nodes = trainer.get("num_nodes", 1)
+    if nodes not in (None, 1):
+        return f"trainer.num_nodes={nodes} is not one device"
     for name, callback in (cfg.get("callbacks") or {}).items():
-        target = str((callback or {}).get("_target_", ""))
-        if callback is not None and not target.startswith(OWN_CALLBACKS):
+        if not isinstance(callback, DictConfig) or "_target_" not in callback:
+            continue  # switched off (null), so not built
+        target = str(callback._target_)
+        if not target.startswith(OWN_CALLBACKS):
             return (
                 f"callbacks.{name} ({target}) acts on the whole model; only the instruments of "
                 f"{OWN_CALLBACKS}* act per member"

@@ -5,12 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hydra import initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import setup_globals
+from hydra.types import HydraContext, RunMode
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from fcn_research.report.loading import load_sweep
 from fcn_research.results import read_result
 from fcn_research.stacking import group_stacks, solo_reason, stack_key
+from fcn_research.train import CONF_DIR
+from hydra_plugins.fcn_stacked_launcher.stacked_launcher import StackedLauncher
 
 # Tiny and quiet: a stacked sweep's cost here is the process start, not training.
 TINY = [
@@ -234,6 +241,23 @@ def test_stacks_run_as_submitit_jobs(run_cli, tmp_path):
     assert len(submitted) == 1, submitted  # one submitit job: the stack
 
 
+def _launcher(tmp_path: Path, *overrides: str) -> StackedLauncher:
+    """A StackedLauncher as ``python train.py -m launcher=stacked seed=0,1 ...`` sets it up."""
+    setup_globals()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR), job_name="train"):
+        loader = GlobalHydra.instance().config_loader()
+        sweep = loader.load_configuration(
+            "train",
+            ["launcher=stacked", f"hydra.sweep.dir='{tmp_path / 'sweep'}'", "seed=0,1", *overrides],
+            run_mode=RunMode.MULTIRUN,
+        )
+    launcher = StackedLauncher(max_members=sweep.max_members, stack_on=sweep.stack_on)
+    context = HydraContext(config_loader=loader, callbacks=None)
+    launcher.setup(hydra_context=context, task_function=print, config=sweep)
+    return launcher
+
+
 @pytest.mark.parametrize(
     ("overrides", "remote"),
     [
@@ -242,30 +266,28 @@ def test_stacks_run_as_submitit_jobs(run_cli, tmp_path):
         (["stack_on=gpus", "gpus_per_job=0.5", "cpus_per_job=3"], {"num_cpus": 3, "num_gpus": 0.5}),
     ],
 )
-def test_stacks_take_the_preset_knobs_of_the_sweep(overrides, remote):
+def test_stacks_take_the_preset_knobs_of_the_sweep(tmp_path, overrides, remote):
     """A stack is one job of the stack_on preset, with the knobs this sweep sets for jobs."""
     pytest.importorskip("hydra_plugins.hydra_ray_launcher")
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.utils import setup_globals
-    from hydra.types import HydraContext, RunMode
-
-    from fcn_research.train import CONF_DIR
-    from hydra_plugins.fcn_stacked_launcher.stacked_launcher import StackedLauncher
-
-    setup_globals()
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR), job_name="train"):
-        loader = GlobalHydra.instance().config_loader()
-        sweep = loader.load_configuration(
-            "train", ["launcher=stacked", "seed=0,1", *overrides], run_mode=RunMode.MULTIRUN
-        )
-        launcher = StackedLauncher(stack_on=sweep.stack_on)
-        context = HydraContext(config_loader=loader, callbacks=None)
-        launcher.setup(hydra_context=context, task_function=print, config=sweep)
-        stack = loader.load_sweep_config(sweep, launcher.stack_overrides())
+    stack = _launcher(tmp_path, *overrides).stack_config()
     assert stack.hydra.launcher._target_.endswith("RayLauncher")
     assert {k: stack.hydra.launcher.ray.remote[k] for k in remote} == remote
+
+
+def test_members_get_the_trainer_settings_of_the_stack_on_preset(tmp_path):
+    """stack_on=slurm: members train under submitit's requeueing, as slurm's jobs do."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    launcher = _launcher(tmp_path, "stack_on=slurm")
+    job = ["launcher=stacked", "stack_on=slurm", "seed=1"]  # as the sweeper hands them over
+    try:
+        member = launcher.compose_member(job, 0, launcher.stack_config()).cfg
+    finally:
+        HydraConfig.instance().cfg = None
+    (plugin,) = member.trainer.plugins
+    assert plugin._target_.endswith("SLURMEnvironment") and plugin.auto_requeue is False
+    config = OmegaConf.load(tmp_path / "sweep" / "seed=1" / ".hydra" / "config.yaml")
+    plugins = [OmegaConf.to_container(c.trainer.plugins) for c in (config, member)]
+    assert plugins[0] == plugins[1]  # the job's record says what it ran with
 
 
 def test_a_stack_that_raises_ends_its_job_not_the_sweep(make_cfg, tmp_path, monkeypatch, caplog):

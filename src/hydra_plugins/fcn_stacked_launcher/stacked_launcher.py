@@ -117,14 +117,20 @@ class StackedLauncher(Launcher):
             return str(err)
         return None
 
-    def _member(self, overrides: list[str], idx: int) -> _Member:
-        """The job's config and dir as the basic launcher and ``run_job`` make them, with its
-        ``.hydra/`` written."""
+    def compose_member(self, overrides: list[str], idx: int, stack_config: DictConfig) -> _Member:
+        """Job ``idx``'s config and dir as the basic launcher and ``run_job`` make them, with its
+        ``.hydra/`` written; the Trainer settings that the ``stack_on`` preset adds for where it
+        runs (``stack_config``, e.g. slurm's SLURMEnvironment) where the job sets none."""
         assert self.hydra_context is not None and self.config is not None
         cfg = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
         with open_dict(cfg):
             cfg.hydra.job.id = idx
             cfg.hydra.job.num = idx
+            preset_trainer = OmegaConf.to_container(stack_config.trainer)  # unresolved
+            assert isinstance(preset_trainer, dict)
+            for key, value in preset_trainer.items():
+                if key not in cfg.trainer and key not in self.config.trainer:  # the preset's own
+                    cfg.trainer[key] = value
         HydraConfig.instance().set_config(cfg)
         sweep_dir = str(OmegaConf.select(cfg, "hydra.sweep.dir"))
         subdir = str(OmegaConf.select(cfg, "hydra.sweep.subdir"))
@@ -171,11 +177,11 @@ class StackedLauncher(Launcher):
                 overrides.append(f"++{key}={_override_value(self.config[key])}")
         return overrides
 
-    def _inner_launcher(self, overrides: list[str]) -> Launcher:
+    def stack_config(self) -> DictConfig:
+        """The config of the ``stack_on`` preset's launcher, with this sweep's preset knobs."""
         assert self.hydra_context is not None and self.config is not None
-        config = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
-        return Plugins.instance().instantiate_launcher(
-            hydra_context=self.hydra_context, task_function=run_stack, config=config
+        return self.hydra_context.config_loader.load_sweep_config(
+            self.config, self.stack_overrides()
         )
 
     def launch(
@@ -192,10 +198,11 @@ class StackedLauncher(Launcher):
         stacks_dir = sweep_dir / STACKS_DIR
         if self.stacks_launched == 0 and stacks_dir.is_dir():  # a re-run keeps earlier stacks
             self.stacks_launched = len(list(stacks_dir.glob("stack_*")))
+        stack_config = self.stack_config()
         master_hydra = HydraConfig.instance().cfg
         try:
             members = [
-                self._member(list(overrides), initial_job_idx + i)
+                self.compose_member(list(overrides), initial_job_idx + i, stack_config)
                 for i, overrides in enumerate(job_overrides)
             ]
         finally:
@@ -228,7 +235,10 @@ class StackedLauncher(Launcher):
             )
         first = self.stacks_launched
         self.stacks_launched += len(stacks)
-        stack_returns = self._inner_launcher(shared).launch(stack_jobs, initial_job_idx=first)
+        launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=self.hydra_context, task_function=run_stack, config=stack_config
+        )
+        stack_returns = launcher.launch(stack_jobs, initial_job_idx=first)
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         for indices, stack_ret in zip(stacks, stack_returns, strict=True):
             self._return_members([members[i].ret for i in indices], stack_ret)

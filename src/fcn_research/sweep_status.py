@@ -20,6 +20,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from fcn_research.results import RESULT_FILE, read_result
+from fcn_research.stacking import STACKS_DIR
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,8 @@ def sweep_statuses(sweep_dir: str | Path) -> dict[str, list[str]]:
     root = Path(sweep_dir)
     jobs = {p.parent for p in root.rglob(RESULT_FILE)}
     jobs |= {p.parent for p in root.rglob(".hydra") if p.is_dir() and p.parent != root}
+    # A stack's own dir (launcher=stacked) holds its manifest and log; its members are jobs.
+    jobs = {job for job in jobs if STACKS_DIR not in job.relative_to(root).parts}
     groups: dict[str, list[str]] = {}
     for job in sorted(jobs):
         if (job / RESULT_FILE).exists():

@@ -17,6 +17,7 @@ from hydra.errors import HydraException
 from omegaconf import OmegaConf
 
 from fcn_research.results import read_result
+from fcn_research.stacking import STACKS_DIR
 
 REPORT_DIR = "report"
 MULTIRUN_FILE = "multirun.yaml"
@@ -154,7 +155,9 @@ def load_sweep(path: str | os.PathLike[str]) -> Sweep:
     swept, enumerable = _swept_axes(path / MULTIRUN_FILE)
 
     jobs: list[Job] = []
-    for job_dir in sorted(p for p in path.iterdir() if p.is_dir() and p.name != REPORT_DIR):
+    # .stacks/ (launcher=stacked) holds the stacks' manifests; their members are the jobs.
+    skipped = (REPORT_DIR, STACKS_DIR)
+    for job_dir in sorted(p for p in path.iterdir() if p.is_dir() and p.name not in skipped):
         result = read_result(job_dir)
         overrides_file = job_dir / ".hydra" / "overrides.yaml"
         if result is not None:

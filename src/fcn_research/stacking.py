@@ -1,0 +1,254 @@
+"""Which jobs of a sweep may train together as one stacked model, and the stack job itself.
+
+A *stack* is a group of a sweep's jobs (its *members*) that run the same sequence of
+operations and so train as one model with a leading member dimension. Members may differ
+only in what changes the numbers, not the operations: the seed, the initializer and its
+parameters, the learning rate and the optimizer's numeric hyperparameters, the data seed.
+``stack_key`` says which jobs may share a stack, ``solo_reason`` why a job must run as a
+stack of one, ``group_stacks`` groups a sweep's jobs. The launcher
+(``hydra_plugins.fcn_stacked_launcher``) writes each stack's manifest
+(``<sweep dir>/.stacks/stack_NNN/manifest.yaml``) and runs ``run_stack`` on it as one job.
+
+This module imports neither torch nor Lightning: Hydra loads it with the launcher plugin
+whenever ``python train.py`` starts, ``--help`` included.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from hydra.conf import HydraConf
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+
+log = logging.getLogger(__name__)
+
+STACKS_DIR = ".stacks"  # under the sweep dir: one folder per stack, no run in it
+MANIFEST_FILE = "manifest.yaml"
+
+# What members of one stack may differ in: these change the numbers, not the operations.
+MEMBER_KEYS = (
+    "seed",
+    "lr",
+    "initializer",
+    "data.seed",
+    "optimizer.lr",
+    "optimizer.momentum",
+    "optimizer.dampening",
+    "optimizer.betas",
+    "optimizer.eps",
+    "optimizer.weight_decay",
+)
+# Where and how a job runs; the launcher knobs are the sweep's override_dirname.exclude_keys.
+RUN_KEYS = ("output_dir", "resume", "num_threads")
+# Excluded from job names, yet one stack trains on one device: members must agree on it.
+SHARED_RUN_KEYS = ("trainer.accelerator",)
+# Optimizers with a stacked implementation (per-member lr and hyperparameters).
+STACKED_OPTIMIZERS = ("torch.optim.SGD", "torch.optim.Adam", "torch.optim.AdamW")
+# The project's own instruments (conf/callbacks/default.yaml): they compute on stacked tensors.
+OWN_CALLBACKS = "fcn_research.callbacks."
+SINGLE_DEVICE_STRATEGIES = ("auto", "single_device")
+_YAML_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_OUTPUT_DIR = "<output_dir>"  # the job dir, the same for every member when comparing keys
+
+
+def _pop(tree: dict[str, Any], dotted: str) -> None:
+    *parents, last = dotted.split(".")
+    for key in parents:
+        tree = tree.get(key)
+        if not isinstance(tree, dict):
+            return
+    tree.pop(last, None)
+
+
+def _exclude_keys(cfg: DictConfig) -> list[str]:
+    keys = OmegaConf.select(cfg, "hydra.job.config.override_dirname.exclude_keys", default=None)
+    return [str(k) for k in keys or []]
+
+
+def stack_key(cfg: DictConfig) -> str:
+    """What a job's members must share: its resolved config without ``MEMBER_KEYS``, the
+    hydra node and the keys that say where and how it runs. Equal keys may share a stack."""
+    node = copy.deepcopy(cfg)
+    with read_write(node), open_dict(node):
+        node.pop("hydra", None)
+        # Others interpolate it (checkpoint dir, default_root_dir); its value is per job.
+        node.output_dir = _OUTPUT_DIR
+    tree = OmegaConf.to_container(node, resolve=True)
+    assert isinstance(tree, dict)
+    run_keys = {*RUN_KEYS, *_exclude_keys(cfg)} - set(SHARED_RUN_KEYS)
+    for key in (*MEMBER_KEYS, *run_keys):
+        _pop(tree, key)
+    return json.dumps(tree, sort_keys=True, default=str)
+
+
+def _device_count(devices: Any) -> int | None:
+    """How many devices a Trainer's ``devices`` asks for; None for every one (-1, "auto")."""
+    if isinstance(devices, Sequence) and not isinstance(devices, str):
+        return len(devices)
+    text = str(devices).strip()
+    if "," in text:
+        return len([d for d in text.split(",") if d.strip()])
+    if text.lstrip("-").isdigit():
+        return None if int(text) == -1 else int(text)
+    return None
+
+
+def solo_reason(cfg: DictConfig) -> str | None:
+    """Why the job must run as a stack of one (None: it may share a stack)."""
+    optimizer = OmegaConf.select(cfg, "optimizer._target_", default=None)
+    if optimizer not in STACKED_OPTIMIZERS:
+        return (
+            f"optimizer {optimizer} has no stacked implementation ({', '.join(STACKED_OPTIMIZERS)})"
+        )
+    trainer = cfg.get("trainer") or {}
+    clip = trainer.get("gradient_clip_val")
+    if clip:
+        return f"trainer.gradient_clip_val={clip} clips by the norm of the whole stacked tensor"
+    strategy = trainer.get("strategy", "auto")
+    if isinstance(strategy, DictConfig):  # a strategy object: only Lightning's single device
+        strategy = str(strategy.get("_target_", strategy))
+        single = strategy.endswith(".SingleDeviceStrategy")
+    else:
+        single = strategy is None or strategy in SINGLE_DEVICE_STRATEGIES
+    if not single:
+        return f"trainer.strategy={strategy} runs on several devices or processes"
+    devices = trainer.get("devices", "auto")
+    count = _device_count(devices)
+    if count is None or count > 1:
+        return f"trainer.devices={devices} is not one device"
+    nodes = trainer.get("num_nodes", 1)
+    if nodes not in (None, 1):
+        return f"trainer.num_nodes={nodes} is not one device"
+    for name, callback in (cfg.get("callbacks") or {}).items():
+        if not isinstance(callback, DictConfig) or "_target_" not in callback:
+            continue  # switched off (null), so not built
+        target = str(callback._target_)
+        if not target.startswith(OWN_CALLBACKS):
+            return (
+                f"callbacks.{name} ({target}) acts on the whole model; only the instruments of "
+                f"{OWN_CALLBACKS}* act per member"
+            )
+    return None
+
+
+def group_stacks(cfgs: Sequence[DictConfig], max_members: int) -> list[list[int]]:
+    """The jobs' indices grouped into stacks, in job order: equal ``stack_key``, at most
+    ``max_members`` each; a job with a ``solo_reason`` is a stack of its own."""
+    if isinstance(max_members, bool) or not isinstance(max_members, int) or max_members < 1:
+        raise ValueError(
+            f"max_members must be an integer >= 1 (jobs per stack), got {max_members!r}"
+        )
+    stacks: list[list[int]] = []
+    filling: dict[str, list[int]] = {}
+    for index, cfg in enumerate(cfgs):
+        try:
+            key = None if solo_reason(cfg) else stack_key(cfg)
+        except Exception:  # a config that does not even resolve fails in its own job, recorded
+            key = None
+        if key is None:
+            stacks.append([index])
+            continue
+        stack = filling.get(key)
+        if stack is None or len(stack) >= max_members:
+            stack = filling[key] = []
+            stacks.append(stack)
+        stack.append(index)
+    return stacks
+
+
+def member_node(cfg: DictConfig) -> dict[str, Any]:
+    """A member's config, hydra node included, as plain data with every value resolved."""
+    tree = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    assert isinstance(tree, dict)
+    return tree
+
+
+def write_manifest(path: Path, stack: dict[str, Any], members: Sequence[DictConfig]) -> None:
+    """Write the stack's manifest: its info and each member's resolved config."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    manifest = {"stack": stack, "members": [member_node(m) for m in members]}
+    # PyYAML's C dumper and loader: OmegaConf's own take ~10x as long for 64 members.
+    path.write_text(yaml.dump(manifest, Dumper=_YAML_DUMPER, sort_keys=False), encoding="utf-8")
+
+
+def read_manifest(path: str | Path) -> tuple[dict[str, Any], list[DictConfig]]:
+    """The stack's info and its members' full configs, the hydra node typed as Hydra's (as
+    ``HydraConfig.set_config`` wants it)."""
+    manifest = yaml.load(Path(path).read_text(encoding="utf-8"), Loader=_YAML_LOADER)
+    typed = OmegaConf.structured(HydraConf)
+    OmegaConf.set_struct(typed, False)  # a composed hydra node has more (hydra.env, callbacks)
+    members = []
+    for node in manifest["members"]:
+        cfg = OmegaConf.create({k: v for k, v in node.items() if k != "hydra"})
+        with open_dict(cfg):
+            cfg.hydra = OmegaConf.merge(typed, node["hydra"])
+        members.append(cfg)
+    return manifest["stack"], members
+
+
+def _train_one_by_one(cfgs: Sequence[DictConfig], stack: dict | None = None) -> list[dict]:
+    """TEMPORARY (issue 15) until ``fcn_research.train.train_stack`` lands: the members one
+    after another through ``train``, each with its own HydraConfig and train.log. Same
+    results as a stack, only slower."""
+    from hydra.core.utils import configure_log
+
+    from fcn_research.job_lock import JobDirBusy
+    from fcn_research.results import read_result, update_result
+    from fcn_research.train import FINAL_STATUSES, train
+
+    stack_hydra = HydraConfig.instance().cfg
+    results = []
+    try:
+        for cfg in cfgs:
+            HydraConfig.instance().set_config(cfg)
+            configure_log(cfg.hydra.job_logging, cfg.hydra.verbose)
+            task = copy.deepcopy(cfg)
+            with read_write(task), open_dict(task):
+                del task["hydra"]
+            previous = read_result(task.output_dir) or {}
+            skipped = task.get("resume", True) is True and previous.get("status") in FINAL_STATUSES
+            try:
+                result = train(task)
+            except JobDirBusy as err:  # another process's job dir: leave its files alone
+                results.append({"status": "failed", "error": str(err)})
+                continue
+            except Exception:  # recorded in its result.json as failed; the stack goes on
+                log.exception("member %s failed; the stack goes on", task.output_dir)
+                result = read_result(task.output_dir) or {"status": "failed"}
+            if not skipped and stack is not None:
+                result = {**result, "stack": stack}
+                update_result(task.output_dir, stack=stack)
+            results.append(result)
+    finally:
+        HydraConfig.instance().cfg = stack_hydra
+        if stack_hydra is not None:  # the stack's own train.log again
+            configure_log(stack_hydra.hydra.job_logging, stack_hydra.hydra.verbose)
+    return results
+
+
+def run_stack(cfg: DictConfig) -> list[dict[str, Any]]:
+    """A stack job's task function: train the members of ``cfg.stack_manifest`` together and
+    return their results in order (a failure is in the results, not raised)."""
+    from fcn_research import train as training
+    from fcn_research.results import read_result
+
+    if HydraConfig.initialized():
+        training.quiet_lightning(HydraConfig.get().verbose)
+    stack, members = read_manifest(cfg.stack_manifest)
+    train_stack = getattr(training, "train_stack", _train_one_by_one)
+    try:
+        results = train_stack(members, stack)
+    except Exception:  # as run_job: the sweep goes on, and its status shows these members
+        log.exception("%s failed; the sweep goes on", stack["id"])
+        results = [read_result(m.output_dir) or {"status": "failed"} for m in members]
+    for member, result in zip(members, results, strict=True):
+        log.info("%s %s: %s", stack["id"], member.hydra.sweep.subdir, training.summary(result))
+    return list(results)

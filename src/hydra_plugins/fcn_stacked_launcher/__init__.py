@@ -1,0 +1,1 @@
+"""fcn-research's Hydra launcher: a sweep's jobs trained as stacks (``launcher=stacked``)."""

@@ -236,3 +236,15 @@ def test_a_stack_of_one_is_the_solo_network(make_cfg):
         (1, 1, 8),
     ]
     assert isinstance(module.configure_optimizers(), torch.optim.Adam)  # the configured one
+
+
+def test_members_that_cannot_share_a_stack_train_one_by_one(make_cfg, tmp_path):
+    # RMSprop has no stacked implementation: each member trains as a stack of one, as its
+    # solo job does (bit for bit: a stack of one runs the solo kernels).
+    opt = ["optimizer._target_=torch.optim.RMSprop", "max_epochs=1"]
+    results = train_stack(
+        [make_cfg(*opt, f"seed={s}", output_dir=tmp_path / f"m{s}") for s in (0, 1)], {"id": "s"}
+    )
+    solo = train(make_cfg(*opt, "seed=1", output_dir=tmp_path / "solo"))
+    assert [r["stack"]["members"] for r in results] == [1, 1]
+    assert results[1]["metrics"] == solo["metrics"]

@@ -39,7 +39,6 @@ def _jobs(sweep: Path) -> list[Path]:
         ["lr=0.1"],
         ["optimizer.lr=0.5"],
         ["+optimizer.weight_decay=0.01", "+optimizer.betas=[0.8,0.9]", "+optimizer.eps=1e-6"],
-        ["data.seed=3"],
         ["num_threads=2", "resume=false"],
     ],
 )
@@ -55,6 +54,7 @@ def test_members_may_differ_in_seed_initializer_and_optimizer_numbers(make_cfg, 
         ["width=16"],
         ["activation=tanh"],
         ["data=circle"],
+        ["data.seed=3"],  # a stack holds one dataset
         ["batch_size=32"],
         ["max_epochs=3"],
         ["optimizer=sgd"],

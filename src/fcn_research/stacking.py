@@ -3,7 +3,8 @@
 A *stack* is a group of a sweep's jobs (its *members*) that run the same sequence of
 operations and so train as one model with a leading member dimension. Members may differ
 only in what changes the numbers, not the operations: the seed, the initializer and its
-parameters, the learning rate and the optimizer's numeric hyperparameters, the data seed.
+parameters, the learning rate and the optimizer's numeric hyperparameters. (Not the data
+seed: a stack holds one copy of one dataset, which its members walk in their own orders.)
 ``stack_key`` says which jobs may share a stack, ``solo_reason`` why a job must run as a
 stack of one, ``group_stacks`` groups a sweep's jobs. The launcher
 (``hydra_plugins.fcn_stacked_launcher``) writes each stack's manifest
@@ -37,7 +38,6 @@ MEMBER_KEYS = (
     "seed",
     "lr",
     "initializer",
-    "data.seed",
     "optimizer.lr",
     "optimizer.momentum",
     "optimizer.dampening",
@@ -194,46 +194,6 @@ def read_manifest(path: str | Path) -> tuple[dict[str, Any], list[DictConfig]]:
     return manifest["stack"], members
 
 
-def _train_one_by_one(cfgs: Sequence[DictConfig], stack: dict | None = None) -> list[dict]:
-    """TEMPORARY (issue 15) until ``fcn_research.train.train_stack`` lands: the members one
-    after another through ``train``, each with its own HydraConfig and train.log. Same
-    results as a stack, only slower."""
-    from hydra.core.utils import configure_log
-
-    from fcn_research.job_lock import JobDirBusy
-    from fcn_research.results import read_result, update_result
-    from fcn_research.train import FINAL_STATUSES, train
-
-    stack_hydra = HydraConfig.instance().cfg
-    results = []
-    try:
-        for cfg in cfgs:
-            HydraConfig.instance().set_config(cfg)
-            configure_log(cfg.hydra.job_logging, cfg.hydra.verbose)
-            task = copy.deepcopy(cfg)
-            with read_write(task), open_dict(task):
-                del task["hydra"]
-            previous = read_result(task.output_dir) or {}
-            skipped = task.get("resume", True) is True and previous.get("status") in FINAL_STATUSES
-            try:
-                result = train(task)
-            except JobDirBusy as err:  # another process's job dir: leave its files alone
-                results.append({"status": "failed", "error": str(err)})
-                continue
-            except Exception:  # recorded in its result.json as failed; the stack goes on
-                log.exception("member %s failed; the stack goes on", task.output_dir)
-                result = read_result(task.output_dir) or {"status": "failed"}
-            if not skipped and stack is not None:
-                result = {**result, "stack": stack}
-                update_result(task.output_dir, stack=stack)
-            results.append(result)
-    finally:
-        HydraConfig.instance().cfg = stack_hydra
-        if stack_hydra is not None:  # the stack's own train.log again
-            configure_log(stack_hydra.hydra.job_logging, stack_hydra.hydra.verbose)
-    return results
-
-
 def run_stack(cfg: DictConfig) -> list[dict[str, Any]]:
     """A stack job's task function: train the members of ``cfg.stack_manifest`` together and
     return their results in order (a failure is in the results, not raised)."""
@@ -243,9 +203,8 @@ def run_stack(cfg: DictConfig) -> list[dict[str, Any]]:
     if HydraConfig.initialized():
         training.quiet_lightning(HydraConfig.get().verbose)
     stack, members = read_manifest(cfg.stack_manifest)
-    train_stack = getattr(training, "train_stack", _train_one_by_one)
     try:
-        results = train_stack(members, stack)
+        results = training.train_stack(members, stack)
     except Exception:  # as run_job: the sweep goes on, and its status shows these members
         log.exception("%s failed; the sweep goes on", stack["id"])
         results = [read_result(m.output_dir) or {"status": "failed"} for m in members]

@@ -43,6 +43,7 @@ from fcn_research.model import MLP, StackedMLP, hidden_widths
 from fcn_research.module import FCNModule
 from fcn_research.recording import ResultRecorder
 from fcn_research.results import RESULT_FILE, read_result, write_json_atomic
+from fcn_research.stacked_optim import stack_refusal
 from fcn_research.trainer_options import apply_trainer_options
 
 log = logging.getLogger(__name__)
@@ -308,7 +309,13 @@ def train_stack(cfgs: Sequence[DictConfig], stack: dict[str, Any] | None = None)
             except JobDirBusy as err:
                 log.error("%s", err)
                 results[i] = {"status": "running", "error": str(err)}
-        for group in _resume_groups([cfgs[i] for i in held], held):
+        groups = _resume_groups([cfgs[i] for i in held], held)
+        if len(held) > 1:
+            reason = _unstackable([cfgs[i] for i in held])
+            if reason:
+                log.warning("the members train one by one, as stacks of one: %s", reason)
+                groups = [[i] for group in groups for i in group]
+        for group in groups:
             members = [cfgs[i] for i in group]
             info = {**(stack or {}), "members": len(members)} if stack is not None else None
             for i, result in zip(
@@ -316,6 +323,21 @@ def train_stack(cfgs: Sequence[DictConfig], stack: dict[str, Any] | None = None)
             ):
                 results[i] = result
     return [r if r is not None else {"status": "failed"} for r in results]
+
+
+def _unstackable(cfgs: Sequence[DictConfig]) -> str | None:
+    """Why these jobs cannot train as one stack (None: they can), from what only building
+    their optimizer and activation shows (the launcher's ``solo_reason`` reads configs)."""
+    try:
+        refused = stack_refusal([instantiate(cfg.optimizer) for cfg in cfgs])
+        activation = instantiate(cfgs[0].activation)()
+    except Exception as err:  # a bad config: each member records its own error
+        return f"{type(err).__name__}: {err}"
+    if refused:
+        return refused
+    if list(activation.parameters()) or list(activation.buffers()):
+        return f"{type(activation).__name__} has parameters or buffers of its own"
+    return None
 
 
 def _resume_step(cfg: DictConfig) -> int | None:
@@ -432,11 +454,19 @@ def _train_members(
         for i in live:
             _finish(results[i], Path(cfgs[i].output_dir), start)
     for i in live:
-        metrics = results[i]["metrics"]
-        metrics_log.info(
-            "%s: %s", results[i]["status"], {k: round(v, 4) for k, v in metrics.items()}
-        )
+        rounded = {k: round(v, 4) for k, v in results[i]["metrics"].items()}
+        line = f"{results[i]['status']}: {rounded}"
+        metrics_log.info("%s", line)
+        if stack is not None:
+            # A member's own train.log: the stack's log (in .stacks/) holds the details.
+            _append_log(Path(cfgs[i].output_dir), f"stack {stack.get('id')}: {line}")
     return results
+
+
+def _append_log(out: Path, line: str) -> None:
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+    with open(out / "train.log", "a") as f:
+        f.write(f"[{stamp}][{__name__}.metrics][INFO] - {line}\n")
 
 
 def _finish(result: dict[str, Any], out: Path, start: float) -> None:

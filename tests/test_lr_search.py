@@ -1,0 +1,141 @@
+"""hparams_search=lr: the learning rate tuned per grid cell, trials as ordinary jobs, resumable."""
+
+from __future__ import annotations
+
+import csv
+import statistics
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.distributions import FloatDistribution
+from optuna.trial import TrialState
+
+from fcn_research.lr_search import BEST_LR_CSV, BEST_LR_MD, STORAGE_FILE
+from fcn_research.results import read_result
+
+# 2 cells x 2 trials x 2 seeds, one epoch each on moons.
+SEARCH = [
+    "-m",
+    "hparams_search=lr",
+    "hydra.sweeper.n_trials=2",
+    "hydra.sweeper.seeds=[0,1]",
+    "max_epochs=1",
+    "trainer.enable_progress_bar=false",
+]
+
+
+def _job_dirs(sweep: Path) -> dict[str, float]:
+    """Job dir name -> mtime of its result.json."""
+    return {p.parent.name: p.stat().st_mtime for p in sweep.glob("*/result.json")}
+
+
+def _trials(sweep: Path) -> dict[str, list[optuna.trial.FrozenTrial]]:
+    storage = f"sqlite:///{sweep / STORAGE_FILE}"
+    return {
+        s.study_name: optuna.load_study(study_name=s.study_name, storage=storage).trials
+        for s in optuna.get_all_study_summaries(storage)
+    }
+
+
+def _best_rows(sweep: Path) -> list[dict[str, str]]:
+    with open(sweep / BEST_LR_CSV) as f:
+        return list(csv.DictReader(f))
+
+
+def test_search_runs_each_cell_as_jobs_and_writes_its_best_lr(run_cli, tmp_path):
+    sweep = tmp_path / "sweep"
+    run_cli(*SEARCH, "activation=relu,tanh", f"hydra.sweep.dir={sweep}")
+
+    jobs = _job_dirs(sweep)
+    assert len(jobs) == 8, sorted(jobs)  # 2 cells x 2 trials x 2 seeds, each its own job dir
+    for name in jobs:
+        assert name.startswith(("activation=relu,lr=", "activation=tanh,lr=")), name
+        assert name.endswith((",max_epochs=1,seed=0", ",max_epochs=1,seed=1")), name
+        assert list((sweep / name).glob("events.out.tfevents.*")), name
+    trials = _trials(sweep)
+    assert sorted(trials) == ["activation=relu,max_epochs=1", "activation=tanh,max_epochs=1"]
+    assert all(
+        len(t) == 2 and {x.state for x in t} == {TrialState.COMPLETE} for t in trials.values()
+    )
+
+    rows = _best_rows(sweep)
+    assert [r["activation"] for r in rows] == ["relu", "tanh"]
+    for row in rows:
+        # The best lr is the tried one whose seeds' mean final val/acc is highest.
+        means = {}
+        for lr in {n.split("lr=")[1].split(",")[0] for n in jobs if f"={row['activation']}," in n}:
+            results = [
+                read_result(sweep / f"activation={row['activation']},lr={lr},max_epochs=1,seed={s}")
+                for s in (0, 1)
+            ]
+            means[lr] = statistics.fmean(r["metrics"]["val/acc"] for r in results)
+        assert row["lr"] == max(means, key=means.get), (row, means)
+        assert float(row["val_mean"]) == pytest.approx(means[row["lr"]], abs=1e-4)
+        assert row["val_metric"] == "val/acc" and row["trials_complete"] == "2"
+        assert row["test_mean"] == "n/a" or 0 <= float(row["test_mean"]) <= 1
+    assert "| relu |" in (sweep / BEST_LR_MD).read_text()
+
+
+def test_resumed_search_redoes_nothing_and_finishes_an_interrupted_trial(run_cli, tmp_path):
+    sweep = tmp_path / "sweep"
+    args = [*SEARCH, "hydra.sweeper.seeds=[0]", f"hydra.sweep.dir={sweep}"]
+    run_cli(*args)
+    before = _job_dirs(sweep)
+    assert len(before) == 2
+
+    run_cli(*args)  # the same command again: every trial is finished
+    assert _job_dirs(sweep) == before  # no new dir, no result.json rewritten
+    assert [len(t) for t in _trials(sweep).values()] == [2]
+
+    # An interruption leaves a trial RUNNING in the study, its lr chosen, its jobs unfinished.
+    storage = f"sqlite:///{sweep / STORAGE_FILE}"
+    study = optuna.load_study(study_name="max_epochs=1", storage=storage)
+    study.enqueue_trial({"lr": 0.05})
+    study.ask({"lr": FloatDistribution(1e-4, 1.0, log=True)})
+    run_cli(*args, "hydra.sweeper.n_trials=3")
+    after = _job_dirs(sweep)
+    assert {k: v for k, v in after.items() if k in before} == before
+    assert sorted(set(after) - set(before)) == ["lr=0.05,max_epochs=1,seed=0"]
+    trials = _trials(sweep)["max_epochs=1"]
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 3
+
+
+def test_diverging_trials_are_recorded_as_failed_and_the_study_goes_on(run_cli, tmp_path):
+    sweep = tmp_path / "sweep"
+    # Plain SGD at lr 1e3..1e4 blows up on moons within an epoch.
+    run_cli(
+        *SEARCH,
+        "optimizer=sgd",
+        "hydra.sweeper.seeds=[0]",
+        "hydra.sweeper.lr_min=1000",
+        "hydra.sweeper.lr_max=10000",
+        f"hydra.sweep.dir={sweep}",
+    )
+    statuses = [read_result(sweep / name)["status"] for name in _job_dirs(sweep)]
+    assert len(statuses) == 2 and "diverged" in statuses
+    trials = _trials(sweep)["max_epochs=1,optimizer=sgd"]
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.FAIL]  # both were run
+    (row,) = _best_rows(sweep)
+    assert row["lr"] == "n/a" and row["trials_failed"] == "2" and row["trials_complete"] == "0"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["hydra.sweeper.n_trials=0"], "hydra.sweeper.n_trials must be an integer >= 1"),
+        (
+            ["hydra.sweeper.lr_min=1", "hydra.sweeper.lr_max=0.001"],
+            "0 < lr_min < lr_max (the log-scale range searched), got lr_min=1.0, lr_max=0.001",
+        ),
+        (["hydra.sweeper.seeds=[]"], "hydra.sweeper.seeds must be a non-empty list"),
+        (["lr=0.1,0.01"], "hparams_search=lr searches lr itself"),
+    ],
+)
+def test_bad_search_settings_are_refused_before_anything_runs(
+    run_cli, tmp_path, overrides, message
+):
+    proc = run_cli("-m", "hparams_search=lr", *overrides, check=False)
+    assert proc.returncode == 1
+    assert message in proc.stderr, proc.stderr
+    assert not (tmp_path / "outputs").exists()  # no sweep dir, no optuna.db left behind

@@ -76,6 +76,17 @@ def test_search_runs_each_cell_as_jobs_and_writes_its_best_lr(run_cli, tmp_path)
         assert row["test_mean"] == "n/a" or 0 <= float(row["test_mean"]) <= 1
     assert "| relu |" in (sweep / BEST_LR_MD).read_text()
 
+    # The report shows each cell at its best lr: those jobs only, averaged over the seeds.
+    out = run_cli(str(sweep), script="scripts/report.py").stdout
+    assert "each cell at its best learning rate (best_lr.csv: 2 cells, 4 of 8 jobs shown)" in out
+    with open(sweep / "report" / "summary.csv") as f:
+        shown = sorted(row["job"] for row in csv.DictReader(f))
+    assert shown == sorted(
+        f"activation={r['activation']},lr={r['lr']},max_epochs=1,seed={s}"
+        for r in rows
+        for s in (0, 1)
+    )
+
 
 def test_resumed_search_redoes_nothing_and_finishes_an_interrupted_trial(run_cli, tmp_path):
     sweep = tmp_path / "sweep"

@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 from fcn_research.config_checks import ConfigError
-from fcn_research.report.tables import write_text
 from fcn_research.results import RESULT_FILE, read_result
 
 log = logging.getLogger(__name__)
@@ -46,6 +45,10 @@ TEST_METRICS = ("test/acc", "test/mse")
 # What the search sets in every job: a grid that sweeps lr itself would search nothing.
 TUNED_KEY = "lr"
 SEED_KEY = "seed"
+JOB_DIR = "job_dir"
+# best_lr.csv's column of the job dirs the report shows for the cell, separated by JOBS_SEP.
+JOBS = "jobs"
+JOBS_SEP = ";"
 
 Launch = Callable[[list[list[str]], int], Any]
 
@@ -135,12 +138,14 @@ def trial_jobs(cell: Cell, lr: float, seeds: Sequence[int]) -> list[list[str]]:
 
 
 def results_by_overrides(sweep_dir: Path) -> dict[frozenset[str], dict[str, Any]]:
-    """Every job's result.json under ``sweep_dir``, keyed by the set of its overrides."""
+    """Every job's result.json under ``sweep_dir``, keyed by the set of its overrides; its
+    job dir (relative to ``sweep_dir``) under ``JOB_DIR``."""
     out = {}
     for path in sweep_dir.rglob(RESULT_FILE):
         result = read_result(path.parent)
         if result is not None:
-            out[frozenset(result.get("overrides") or [])] = result
+            job_dir = path.parent.relative_to(sweep_dir).as_posix()
+            out[frozenset(result.get("overrides") or [])] = {**result, JOB_DIR: job_dir}
     return out
 
 
@@ -255,6 +260,12 @@ def best_rows(
         row: dict[str, Any] = {"cell": cell.name}
         row.update((k, cell_values.get(k, "")) for k in axes)
         complete = [t for t in trials if t.state == TrialState.COMPLETE]
+        tried = [
+            results[frozenset(job)][JOB_DIR]
+            for t in trials
+            for job in trial_jobs(cell, float(t.params[TUNED_KEY]), settings.seeds)
+            if frozenset(job) in results
+        ]
         row.update(
             lr="n/a",
             val_metric="n/a",
@@ -264,12 +275,15 @@ def best_rows(
             n_seeds=len(settings.seeds),
             trials_complete=len(complete),
             trials_failed=sum(t.state == TrialState.FAIL for t in trials),
+            # Where no trial completed, every job tried, so the report shows how they ended.
+            jobs=JOBS_SEP.join(dict.fromkeys(tried)),
         )
         if complete:
             best = max(complete, key=lambda t: t.value)
             lr = float(best.params[TUNED_KEY])
             jobs = [results.get(frozenset(j)) or {} for j in trial_jobs(cell, lr, settings.seeds)]
             metrics = [job.get("metrics") or {} for job in jobs]
+            row[JOBS] = JOBS_SEP.join(job[JOB_DIR] for job in jobs if JOB_DIR in job)
             val = _val_metric(metrics[0])
             row.update(lr=lr_string(lr), val_metric=val[0] if val else "n/a")
             if val:
@@ -285,7 +299,11 @@ def best_rows(
 
 def write_best_lr(sweep_dir: Path, rows: Sequence[dict[str, Any]]) -> list[Path]:
     """``best_lr.csv`` and ``best_lr.md`` in the sweep dir (each written atomically)."""
+    # Here, not at the top: the report imports this module's names for best_lr.csv.
+    from fcn_research.report.tables import write_text
+
     fields = list(dict.fromkeys(k for row in rows for k in row))
+    shown = [f for f in fields if f != JOBS]  # job dir names: for the report, too long to read
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=fields, restval="")
     writer.writeheader()
@@ -296,9 +314,9 @@ def write_best_lr(sweep_dir: Path, rows: Sequence[dict[str, Any]]) -> list[Path]
         "Best lr per cell by the mean final validation metric over the seeds (test: same jobs,"
         " never used to choose).",
         "",
-        "| " + " | ".join(fields) + " |",
-        "|" + "---|" * len(fields),
-        *("| " + " | ".join(str(row.get(f, "")) for f in fields) + " |" for row in rows),
+        "| " + " | ".join(shown) + " |",
+        "|" + "---|" * len(shown),
+        *("| " + " | ".join(str(row.get(f, "")) for f in shown) + " |" for row in rows),
     ]
     paths = [sweep_dir / BEST_LR_CSV, sweep_dir / BEST_LR_MD]
     for path, text in zip(paths, [buffer.getvalue(), "\n".join(lines) + "\n"], strict=True):

@@ -36,6 +36,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from fcn_research.report.best_lr import at_best_lr
 from fcn_research.report.figures import (
     DEAD_LAYER,
     GRAD_NORM_LAYER,
@@ -64,11 +65,11 @@ def _slug(metric: str) -> str:
 
 def write_report(sweep_dir: str | os.PathLike[str]) -> Report:
     """Read the sweep and write ``summary.csv``, ``summary.md`` and the PNGs into ``report/``."""
-    sweep = load_sweep(sweep_dir)
+    sweep, at_best = at_best_lr(load_sweep(sweep_dir))
     out = sweep.path / REPORT_DIR
     out.mkdir(exist_ok=True)
     metrics = report_metrics(sweep)
-    report = Report(sweep, {m: pivots(sweep, m) for m in metrics}, [], [])
+    report = Report(sweep, {m: pivots(sweep, m) for m in metrics}, [], [at_best] if at_best else [])
 
     rows = summary_rows(sweep)
     buffer = io.StringIO()

@@ -150,3 +150,39 @@ def test_bad_search_settings_are_refused_before_anything_runs(
     assert proc.returncode == 1
     assert message in proc.stderr, proc.stderr
     assert not (tmp_path / "outputs").exists()  # no sweep dir, no optuna.db left behind
+
+
+def test_tuned_experiments_search_their_grid(make_cfg):
+    cfg = make_cfg("experiment=glorot_bengio_mnist_tuned")
+    sweeper = cfg.hydra.sweeper
+    assert sweeper._target_.endswith("LRSearchSweeper")
+    assert (sweeper.lr_min, sweeper.lr_max, sweeper.n_trials) == (1e-3, 0.3, 6)
+    assert dict(sweeper.params) == {
+        "activation": "sigmoid,tanh",
+        "initializer": "default,xavier_uniform",
+    }
+    assert cfg.optimizer._target_ == "torch.optim.SGD" and cfg.width == 1000
+
+
+def test_tuned_activation_zoo_runs_reduced_from_the_cli(run_cli, tmp_path):
+    sweep = tmp_path / "sweep"
+    # The command line narrows the zoo's grid and seeds (it beats hydra.sweeper.params).
+    run_cli(
+        "-m",
+        "experiment=activation_zoo_tuned",
+        "activation=relu,tanh",
+        "data=spiral",
+        "seed=0",
+        "hydra.sweeper.n_trials=1",
+        "max_epochs=1",
+        "trainer.enable_progress_bar=false",
+        f"hydra.sweep.dir={sweep}",
+    )
+    assert sorted(_job_dirs(sweep)) == [
+        f"activation={a},data=spiral,experiment=activation_zoo_tuned,lr={lr},max_epochs=1,seed=0"
+        for a, lr in sorted((r["activation"], r["lr"]) for r in _best_rows(sweep))
+    ]
+    assert [r["cell"].split(",")[0] for r in _best_rows(sweep)] == [
+        "activation=relu",
+        "activation=tanh",
+    ]

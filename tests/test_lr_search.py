@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import itertools
+import math
 import statistics
 from pathlib import Path
 
@@ -11,7 +13,13 @@ import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
-from fcn_research.lr_search import BEST_LR_CSV, BEST_LR_MD, STORAGE_FILE
+from fcn_research.lr_search import (
+    BEST_LR_CSV,
+    BEST_LR_MD,
+    STORAGE_FILE,
+    SearchSettings,
+    startup_lr,
+)
 from fcn_research.results import read_result
 
 # 2 cells x 2 trials x 2 seeds, one epoch each on moons.
@@ -186,3 +194,13 @@ def test_tuned_activation_zoo_runs_reduced_from_the_cli(run_cli, tmp_path):
         "activation=relu",
         "activation=tanh",
     ]
+
+
+def test_startup_learning_rates_spread_over_the_log_range():
+    settings = SearchSettings(1e-4, 1.0, 8, (0,), 4, 0)
+    logs = sorted(math.log10(startup_lr(settings, k)) for k in range(4))
+    assert logs[0] >= -4 and logs[-1] <= 0
+    # A quarter of the range (1 decade of 4) apart, wherever the seeded offset puts them.
+    assert [b - a for a, b in itertools.pairwise(logs)] == pytest.approx([1.0, 1.0, 1.0])
+    other = SearchSettings(1e-4, 1.0, 8, (0,), 4, 1)
+    assert startup_lr(other, 0) != pytest.approx(startup_lr(settings, 0))

@@ -25,6 +25,7 @@ import csv
 import io
 import logging
 import math
+import random
 import statistics
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
@@ -96,7 +97,7 @@ def check_settings(
         raise ConfigError(f"{where}.seeds must not repeat a seed, got {seed_list!r}")
     if not (integer(n_startup_trials) and n_startup_trials >= 1):
         raise ConfigError(
-            f"{where}.n_startup_trials must be an integer >= 1 (random trials before TPE), "
+            f"{where}.n_startup_trials must be an integer >= 1 (spread over the range before TPE), "
             f"got {n_startup_trials!r}"
         )
     if not integer(sampler_seed):
@@ -169,18 +170,21 @@ def trial_value(results: Sequence[dict[str, Any] | None]) -> tuple[float | None,
         metric, value = found
         values.append(VAL_METRICS[metric] * value)
     mean = statistics.fmean(values)
-    return mean, f"{metric} {VAL_METRICS[metric] * mean:.4g} (mean of {len(values)} seeds)"
+    over = f"mean of {len(values)} seeds" if len(values) > 1 else "1 seed"
+    return mean, f"{metric} {VAL_METRICS[metric] * mean:.4g} ({over})"
 
 
-def _sampler(settings: SearchSettings, n_trials_so_far: int) -> Any:
-    import optuna
-
-    # Seeded by the trial count, so a resumed study asks what an uninterrupted one would have
-    # asked, instead of repeating the random lr of its first trial.
-    return optuna.samplers.TPESampler(
-        seed=settings.sampler_seed + n_trials_so_far,
-        n_startup_trials=settings.n_startup_trials,
-    )
+def startup_lr(settings: SearchSettings, k: int) -> float:
+    """The lr of a cell's trial ``k`` < ``n_startup_trials``: the base-2 van der Corput point k
+    (0, 1/2, 1/4, 3/4 ...), shifted by an offset drawn from ``sampler_seed`` (mod 1), on the log
+    range. Few points spread over the range where a few random draws may cluster, and trial k
+    gets the same lr whether the search was resumed or not, whatever earlier trials gave."""
+    u = random.Random(settings.sampler_seed).random()
+    bit = 0.5
+    while k:
+        u, k, bit = u + bit * (k & 1), k >> 1, bit / 2
+    low, high = math.log(settings.lr_min), math.log(settings.lr_max)
+    return math.exp(low + (u % 1.0) * (high - low))
 
 
 def search(
@@ -214,7 +218,14 @@ def search(
             if running:  # left running by an interrupted search: re-run at its own lr
                 pending.append((i, running[0].number, float(running[0].params[TUNED_KEY])))
             elif finished < settings.n_trials:
-                study.sampler = _sampler(settings, len(trials))
+                if len(trials) < settings.n_startup_trials:
+                    study.enqueue_trial({TUNED_KEY: startup_lr(settings, len(trials))})
+                # Seeded by the trial count, so a resumed study asks what an uninterrupted
+                # one would have asked.
+                study.sampler = optuna.samplers.TPESampler(
+                    seed=settings.sampler_seed + len(trials),
+                    n_startup_trials=settings.n_startup_trials,
+                )
                 trial = study.ask(space)
                 pending.append((i, trial.number, float(trial.params[TUNED_KEY])))
         if not pending:

@@ -31,7 +31,7 @@ class LRSearchConf:
     lr_max: float = 1.0
     n_trials: int = 8
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    n_startup_trials: int = 4
+    n_startup_trials: int = 4  # lr spread over the range before TPE
     sampler_seed: int = 0
     # The grid from config, as BasicSweeper's params (experiments set it); the command line wins.
     params: dict[str, str] | None = None

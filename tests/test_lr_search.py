@@ -148,7 +148,8 @@ def test_diverging_trials_are_recorded_as_failed_and_the_study_goes_on(run_cli, 
             "0 < lr_min < lr_max (the log-scale range searched), got lr_min=1.0, lr_max=0.001",
         ),
         (["hydra.sweeper.seeds=[]"], "hydra.sweeper.seeds must be a non-empty list"),
-        (["lr=0.1,0.01"], "hparams_search=lr searches lr itself"),
+        (["lr=0.1,0.01"], "lr=0.1,0.01: hparams_search=lr searches lr itself"),
+        (["optimizer.lr=0.1"], "optimizer.lr=0.1: hparams_search=lr searches lr itself"),
     ],
 )
 def test_bad_search_settings_are_refused_before_anything_runs(

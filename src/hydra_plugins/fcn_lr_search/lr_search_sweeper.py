@@ -101,8 +101,9 @@ class LRSearchSweeper(Sweeper):
         settings = dict(self.settings)
         grid = []
         for override in overrides:
-            key = override.get_key_element()
-            if key == TUNED_KEY:
+            key = override.key_or_group
+            # optimizer.lr would beat the lr each trial sets (the group's own value wins).
+            if key in (TUNED_KEY, f"optimizer.{TUNED_KEY}"):
                 exit_refused(
                     f"{override.input_line}: hparams_search=lr searches lr itself; set its range "
                     "with hydra.sweeper.lr_min=... hydra.sweeper.lr_max=... instead"

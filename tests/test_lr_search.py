@@ -20,7 +20,7 @@ from fcn_research.lr_search import (
     SearchSettings,
     startup_lr,
 )
-from fcn_research.results import read_result
+from fcn_research.results import read_result, update_result
 
 # 2 cells x 2 trials x 2 seeds, one epoch each on moons.
 SEARCH = [
@@ -49,6 +49,11 @@ def _trials(sweep: Path) -> dict[str, list[optuna.trial.FrozenTrial]]:
 def _best_rows(sweep: Path) -> list[dict[str, str]]:
     with open(sweep / BEST_LR_CSV) as f:
         return list(csv.DictReader(f))
+
+
+def _rows_test(sweep: Path) -> tuple[str, str]:
+    (row,) = _best_rows(sweep)
+    return row["test_metric"], row["test_mean"]
 
 
 def test_search_runs_each_cell_as_jobs_and_writes_its_best_lr(run_cli, tmp_path):
@@ -100,12 +105,22 @@ def test_resumed_search_redoes_nothing_and_finishes_an_interrupted_trial(run_cli
     sweep = tmp_path / "sweep"
     args = [*SEARCH, "hydra.sweeper.seeds=[0]", f"hydra.sweep.dir={sweep}"]
     run_cli(*args)
+    assert _rows_test(sweep) == ("n/a", "n/a")  # no job measured a test split
+    # As a dataset with a test split would have it: the best lr's jobs then report theirs.
+    for i, job in enumerate(sorted(sweep.glob("*/result.json"))):
+        update_result(job.parent, metrics={**read_result(job.parent)["metrics"], "test/acc": i})
     before = _job_dirs(sweep)
     assert len(before) == 2
 
     run_cli(*args)  # the same command again: every trial is finished
     assert _job_dirs(sweep) == before  # no new dir, no result.json rewritten
     assert [len(t) for t in _trials(sweep).values()] == [2]
+    (row,) = _best_rows(sweep)
+    best_job = f"lr={row['lr']},max_epochs=1,seed=0"
+    assert _rows_test(sweep) == (
+        "test/acc",
+        str(read_result(sweep / best_job)["metrics"]["test/acc"]),
+    )
 
     # An interruption leaves a trial RUNNING in the study, its lr chosen, its jobs unfinished.
     storage = f"sqlite:///{sweep / STORAGE_FILE}"

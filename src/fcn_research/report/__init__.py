@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from fcn_research.report import baseline as baseline_tests
+from fcn_research.report.best_lr import at_best_lr
 from fcn_research.report.epochs import SUMMARIES, Summary
 from fcn_research.report.figures import (
     DEAD_LAYER,
@@ -124,7 +125,7 @@ def write_report(
     ``metrics``: result.json tags to add to the default ones; ``beta/layer_XX`` stands for
     a per-layer family. ``summary``: which value of each run (default: the final one).
     """
-    sweep = load_sweep(sweep_dir)
+    sweep, at_best = at_best_lr(load_sweep(sweep_dir))
     summary = summary or Summary()
     _check_metrics(sweep, metrics)
     compared = baseline_tests.parse_baseline(sweep, baseline) if baseline else None
@@ -134,7 +135,7 @@ def write_report(
     out.mkdir(exist_ok=True)
     tables = {m: pivots(sweep, m, summary) for m in scalars}
     tables.update({f: [layer_pivot(sweep, f, summary)] for f in families})
-    report = Report(sweep, tables, [], [], summary)
+    report = Report(sweep, tables, [], [at_best] if at_best else [], summary)
 
     _write_csv(out / "summary.csv", summary_rows(sweep), ["job", "status"])
     report.files.append(out / "summary.csv")

@@ -1,0 +1,1 @@
+"""fcn-research's Hydra sweeper that tunes the learning rate per cell (``hparams_search=lr``)."""

@@ -230,7 +230,7 @@ def _take_recorded(result: dict[str, Any], out: Path) -> None:
     """Take into ``result`` what the training process (under ddp_spawn: its rank-0 worker)
     wrote into result.json through ``ResultRecorder``."""
     recorded = read_result(out) or {}
-    for key in ("init", "metrics", "epochs", "global_step"):
+    for key in ("init", "metrics", "epochs", "global_step", "theory"):
         if key in recorded:
             result[key] = recorded[key]
     # JSON keeps a non-finite metric as null; in memory it is NaN again.

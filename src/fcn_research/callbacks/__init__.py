@@ -8,6 +8,7 @@ from fcn_research.callbacks.layout import ScalarsLayout
 from fcn_research.callbacks.neurons import NeuronMonitor
 from fcn_research.callbacks.schedule import LogSchedule
 from fcn_research.callbacks.sparsity import WeightSparsity
+from fcn_research.callbacks.theory import TheoryPredictions
 
 __all__ = [
     "DecisionBoundary",
@@ -17,5 +18,6 @@ __all__ = [
     "LogSchedule",
     "NeuronMonitor",
     "ScalarsLayout",
+    "TheoryPredictions",
     "WeightSparsity",
 ]

@@ -130,9 +130,9 @@ def iterate_length_map(
     """Iterate the length map from ``q0``: (the fixed point, True), or (the last q, False)
     where q grows unbounded or is still moving after ``max_steps``.
 
-    Each step tries Steffensen's extrapolation and keeps it only where it lies closer to a
-    fixed point than the plain step: near a marginal map (slope ~1, e.g. ReLU at sigma_w2
-    close to 2) plain iteration would need ~1 / (1 - slope) steps.
+    Where the map contracts, each step tries Steffensen's extrapolation and keeps it only
+    where it lies closer to a fixed point than the plain step: near a marginal map (slope ~1,
+    e.g. ReLU at sigma_w2 close to 2) plain iteration would need ~1 / (1 - slope) steps.
     """
 
     def step(q: float) -> float:
@@ -147,9 +147,12 @@ def iterate_length_map(
             return q1, True
         q2 = step(q1)
         denominator = q2 - 2 * q1 + q
-        if denominator != 0 and math.isfinite(q2):
+        # Only where the map contracts: elsewhere the extrapolation finds unstable fixed
+        # points (q = 0 of a bias-free ReLU net at sigma_w2 > 2).
+        contracting = math.isfinite(q2) and abs(q2 - q1) < abs(q1 - q)
+        if denominator != 0 and contracting:
             guess = q - (q1 - q) ** 2 / denominator
-            if 0 <= guess < Q_UNBOUNDED and abs(step(guess) - guess) < abs(q2 - q1):
+            if 0 <= guess < Q_UNBOUNDED and abs(step(guess) - guess) < abs(q2 - q1) / 2:
                 q = guess
                 continue
         if not math.isfinite(q2) or q2 > Q_UNBOUNDED:

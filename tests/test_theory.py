@@ -14,7 +14,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from torch import nn
 
 from fcn_research import initializers as init
-from fcn_research import theory
+from fcn_research import inspection, theory
 from fcn_research.activations import Maxout
 from fcn_research.model import MLP
 from fcn_research.train import CONF_DIR, train
@@ -245,3 +245,17 @@ def test_not_applicable_is_said_not_predicted(make_cfg, tmp_path):
     events = EventAccumulator(str(tmp_path / "run"))
     events.Reload()
     assert not [t for t in events.Tags()["scalars"] if t.startswith("theory/")]
+
+
+def test_inspect_init_prints_predicted_beside_measured(capsys):
+    inspection.main(
+        ["data=digits", "activation=tanh", "initializer=variance_scaling", "depth=4", "width=64"]
+    )
+    out = capsys.readouterr().out
+    assert "theory: sigma_w2 = 1, sigma_b2 = 0" in out
+    assert re.search(r"grad_norm/ratio_first_last: measured [\d.]+, predicted [\d.]+", out)
+    assert "note: finite width: the narrowest hidden layer has 64 units" in out
+    inspection.main(["initializer=negative_layer"])
+    out = capsys.readouterr().out
+    assert "theory: n/a (NegativeLayer sets Linear 2 to weights -|w|" in out
+    assert "n/a" in out.splitlines()[4]  # a layer row's theory cells

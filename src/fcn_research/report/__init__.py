@@ -41,6 +41,7 @@ from fcn_research.report.figures import (
     GRAD_NORM_LAYER,
     heatmap,
     layer_profile,
+    theory_vs_measured,
     val_curves,
 )
 from fcn_research.report.loading import REPORT_DIR, NotASweepError, load_sweep
@@ -109,6 +110,7 @@ def write_report(sweep_dir: str | os.PathLike[str]) -> Report:
                 title="dead units per hidden layer at the end",
             ),
         ),
+        ("theory_init.png", lambda p: theory_vs_measured(sweep, p)),
         ("val_curves.png", lambda p: val_curves(sweep, p)),
     ]
     for name, draw in figures:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import statistics
@@ -228,5 +229,79 @@ def val_curves(sweep: Sweep, path: Path) -> str | None:
         ax.set_xlabel("optimizer step (trainer.global_step)")
         ax.set_title(title)
     axs[-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    _save(fig, path)
+    return None
+
+
+ACT_STD_LAYER = re.compile(r"^activations/std/layer_(\d+)$")
+THEORY_GRAD_LAYER = re.compile(r"^grad_norm/ratio_to_last/layer_(\d+)$")
+
+
+def _grad_ratio_to_last(job: Job) -> dict[str, float]:
+    """The job's step-0 ``grad_norm/layer_XX`` over its last layer's, keyed as the theory's."""
+    norms = {
+        int(m.group(1)): v
+        for k in job.result.get("init") or {}
+        if (m := GRAD_NORM_LAYER.match(k)) and (v := job.value(k, "init")) is not None
+    }
+    if not norms or not norms[max(norms)]:
+        return {}
+    last = norms[max(norms)]
+    return {f"grad_norm/ratio_to_last/layer_{k:02d}": v / last for k, v in norms.items()}
+
+
+def theory_vs_measured(sweep: Sweep, path: Path) -> str | None:
+    """Per configuration, the measured step-0 activation std and gradient norm (relative to the
+    last layer) per layer, solid, beside the mean-field prediction, dashed; a note instead if
+    no job has a prediction (``theory`` in result.json)."""
+    title = "mean-field theory (dashed) vs step 0 (solid)"
+    measured_grads = dataclasses.replace(
+        sweep,
+        jobs=[
+            dataclasses.replace(job, result={**job.result, "init": _grad_ratio_to_last(job)})
+            for job in sweep.jobs
+        ],
+    )
+    panels = [
+        (
+            "activation std",
+            _layer_profiles(sweep, ACT_STD_LAYER, "init", None),
+            _layer_profiles(sweep, ACT_STD_LAYER, "theory", None),
+            False,
+        ),
+        (
+            "‖∂L/∂W_l‖ / ‖∂L/∂W_last‖",
+            _layer_profiles(measured_grads, THEORY_GRAD_LAYER, "init", None),
+            _layer_profiles(sweep, THEORY_GRAD_LAYER, "theory", None),
+            True,
+        ),
+    ]
+    if not any(predicted for _, _, predicted, _ in panels):
+        return f"{title}: skipped, no job has a prediction (`theory` in result.json)"
+    fig = Figure(figsize=(11, 4.2), layout="constrained")
+    labels = list(dict.fromkeys(lab for _, m, p, _ in panels for lab in [*m, *p]))
+    colours = {lab: s["color"] for lab, s in zip(labels, line_styles(len(labels)), strict=True)}
+    for ax, (ylabel, measured, predicted, log) in zip(fig.subplots(1, 2), panels, strict=True):
+        for label in labels:
+            for profiles, style, suffix in ((measured, "-", ""), (predicted, "--", " (theory)")):
+                if label not in profiles:
+                    continue
+                layers, n = profiles[label]
+                points = [(k, v) for k, v in layers.items() if v > 0 or not log]
+                ax.plot(
+                    [k for k, _ in points],
+                    [v for _, v in points],
+                    linestyle=style,
+                    marker="o" if not suffix else None,
+                    color=colours[label],
+                    label=f"{label}{suffix}" + ("" if suffix else f" (n={n})"),
+                )
+        if log:
+            ax.set_yscale("log")
+        ax.set_xlabel("layer (1 = input side)")
+        ax.set_ylabel(ylabel)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    fig.axes[-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    fig.suptitle(f"{title}, {over_seeds(sweep, 'mean')}")
     _save(fig, path)
     return None

@@ -20,6 +20,9 @@ from fcn_research.report.loading import DASH, REPLICATE_AXIS, Sweep
 
 VAL_METRICS = ("val/acc", "val/mse", "val/loss")
 INSTRUMENT_METRICS = ("neurons/dead_fraction", "grad_norm/ratio_first_last")
+# The prediction shown beside them where jobs have one (result.json's theory section).
+THEORY = "theory:"
+THEORY_METRICS = (f"{THEORY}chi1",)
 NON_FINITE = "NaN/inf"  # a completed job whose metric is NaN or inf (null in result.json)
 
 
@@ -29,15 +32,20 @@ def _metric_order(key: str) -> tuple[int, str]:
 
 
 def summary_rows(sweep: Sweep) -> list[dict[str, Any]]:
-    """One row per job: job, status, overrides, hparams, final metrics, ``init:`` metrics, time."""
+    """One row per job: job, status, overrides, hparams, final metrics, ``init:`` metrics,
+    ``theory:`` predictions, time."""
     hparams = list(dict.fromkeys(k for j in sweep.jobs for k in j.result.get("hparams") or {}))
     sections = {
         s: sorted({k for j in sweep.jobs for k in j.result.get(s) or {}}, key=_metric_order)
         for s in ("metrics", "init")
     }
+    theory_keys = list(
+        dict.fromkeys(k for j in sweep.jobs for k in j.result.get("theory") or {} if k != "notes")
+    )
     rows = []
     for job in sweep.jobs:
         res = job.result
+        theory = {k: (res.get("theory") or {}).get(k) for k in theory_keys}
         row: dict[str, Any] = {
             "job": job.name,
             "status": job.status,
@@ -48,6 +56,7 @@ def summary_rows(sweep: Sweep) -> list[dict[str, Any]]:
         row.update({k: (res.get("hparams") or {}).get(k) for k in hparams})
         row.update({k: (res.get("metrics") or {}).get(k) for k in sections["metrics"]})
         row.update({f"init:{k}": (res.get("init") or {}).get(k) for k in sections["init"]})
+        row.update({f"{THEORY}{k}": v for k, v in theory.items()})
         row.update({k: res.get(k) for k in ("epochs", "wall_s", "error")})
         rows.append(row)
     return rows
@@ -89,16 +98,27 @@ class Cell:
 
 
 def cells(sweep: Sweep, metric: str) -> dict[tuple[str, ...], Cell]:
-    """Per configuration: completed jobs' final ``metric``; other statuses and NaN/inf counted."""
+    """Per configuration: completed jobs' final ``metric``; other statuses and NaN/inf counted.
+
+    ``theory:<key>`` is the mean-field prediction ``<key>`` of result.json's ``theory``.
+    """
+    section, key = (
+        ("theory", metric.removeprefix(THEORY))
+        if metric.startswith(THEORY)
+        else (
+            "metrics",
+            metric,
+        )
+    )
     out = {config: Cell() for config in sweep.configs()}
     for job in sweep.jobs:
         cell = out.setdefault(sweep.config_of(job), Cell())
-        value = job.value(metric)
+        value = job.value(key, section)
         if job.status != "completed":
             cell.others[job.status] += 1
         elif value is not None:
             cell.values.append(value)
-        elif metric in (job.result.get("metrics") or {}):
+        elif key in (job.result.get(section) or {}):
             cell.others[NON_FINITE] += 1
     return out
 
@@ -145,10 +165,13 @@ def pivots(sweep: Sweep, metric: str) -> list[Pivot]:
 
 
 def report_metrics(sweep: Sweep) -> list[str]:
-    """The validation metric (acc, else mse, else loss) and the instrument summaries."""
+    """The validation metric (acc, else mse, else loss), the instrument summaries and, where
+    jobs have a prediction, ``theory:chi1``."""
     present = {k for job in sweep.jobs for k in job.result.get("metrics") or {}}
     val = next((m for m in VAL_METRICS if m in present), VAL_METRICS[0])
-    return [val, *INSTRUMENT_METRICS]
+    predicted = {k for job in sweep.jobs for k in job.result.get("theory") or {}}
+    theory = [m for m in THEORY_METRICS if m.removeprefix(THEORY) in predicted]
+    return [val, *INSTRUMENT_METRICS, *theory]
 
 
 def write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:

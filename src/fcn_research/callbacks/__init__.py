@@ -4,6 +4,7 @@ from fcn_research.callbacks.decision_boundary import DecisionBoundary
 from fcn_research.callbacks.function_fit import FunctionFit
 from fcn_research.callbacks.gradients import GradientMonitor
 from fcn_research.callbacks.hparams import HParamsSummary
+from fcn_research.callbacks.jacobian import JacobianSpectrum
 from fcn_research.callbacks.layout import ScalarsLayout
 from fcn_research.callbacks.neurons import NeuronMonitor
 from fcn_research.callbacks.schedule import LogSchedule
@@ -15,6 +16,7 @@ __all__ = [
     "FunctionFit",
     "GradientMonitor",
     "HParamsSummary",
+    "JacobianSpectrum",
     "LogSchedule",
     "NeuronMonitor",
     "ScalarsLayout",

@@ -268,6 +268,32 @@ def test_theory_beside_measurement(tmp_path: Path, figures: dict[str, Figure]) -
     assert grads["initializer.sigma_w2=3.0 (theory)"] == pytest.approx([2.25, 1.5, 1.0])
 
 
+def test_phase_diagram_overlays_the_trainable_depth(
+    tmp_path: Path, figures: dict[str, Figure]
+) -> None:
+    jobs = []
+    xi_c = {"0.5": 1.0, "1.76": "inf"}
+    for sw, depth in [(sw, d) for sw in xi_c for d in (4, 16)]:
+        jobs.append(
+            {
+                "overrides": [f"initializer.sigma_w2={sw}", f"depth={depth}"],
+                "hparams": {"depth": depth},
+                "metrics": {"train/acc": 0.9 if sw == "1.76" or depth == 4 else 0.1},
+                "theory": {"xi_c": xi_c[sw], "chi1": 0.5},
+            }
+        )
+    sweep = write_fake_sweep(
+        tmp_path / "sweep", ["initializer.sigma_w2=0.5,1.76", "depth=4,16"], jobs, num_classes=10
+    )
+    report = write_report(sweep)
+    assert sweep / "report" / "phase_diagram.png" in report.files
+    ax = figures["phase_diagram.png"].axes[0]
+    assert ax.images[0].get_array().tolist() == [[0.9, 0.9], [0.1, 0.9]]  # rows: depth 4, 16
+    (curve,) = ax.lines
+    # 6 xi_c = 6 lies between depth 4 (row 0) and 16 (row 1); xi_c = inf runs off the top.
+    assert list(curve.get_ydata()) == pytest.approx([2 / 12, 1.5])
+
+
 def test_single_axis_sweep(tmp_path: Path) -> None:
     jobs = [
         {"overrides": [f"depth={d}"], "hparams": {"depth": d}, "metrics": {"val/mse": d / 10}}

@@ -344,12 +344,13 @@ def phase_diagram(sweep: Sweep, path: Path, metric: str = "train/acc") -> str | 
             xi[float(job.values[axis])] = float(value)
     if not xi:
         return f"{title}: skipped, no job has theory xi_c"
-    grid = [[math.nan] * len(xs) for _ in depths]
+    seeds: list[list[list[float]]] = [[[] for _ in xs] for _ in depths]
     for job in sweep.jobs:
         v = job.value(metric)
         if job.status == "completed" and v is not None and axis in job.values:
             row, col = depths.index(int(job.values["depth"])), xs.index(float(job.values[axis]))
-            grid[row][col] = v if math.isnan(grid[row][col]) else (grid[row][col] + v) / 2
+            seeds[row][col].append(v)
+    grid = [[statistics.fmean(vs) if vs else math.nan for vs in row] for row in seeds]
     fig = Figure(figsize=(7, 4.5), layout="constrained")
     ax = fig.subplots()
     low, _ = _accuracy_floor(sweep, 0.0) if metric.endswith("acc") else (0.0, "")

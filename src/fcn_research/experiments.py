@@ -663,7 +663,8 @@ def edge_of_chaos(sweeps: list[list[Result]]) -> list[str]:
     trained_within = sum(a > TRAINS for a in within)
     trained_beyond = sum(a > TRAINS for a in beyond)
     return [
-        "tanh, b ~ N(0, 0.05), W ~ N(0, sigma_w2 / fan_in), width 128, 4 epochs of SGD on digits. "
+        "One seed (0). tanh, b ~ N(0, 0.05), W ~ N(0, sigma_w2 / fan_in), width 128, 4 epochs "
+        "of SGD on digits. "
         "chi1 and xi_c are the mean-field predictions (result.json's theory); the critical "
         "sigma_w2 is 1.76. Cells: final train/acc (chance 0.1).",
         "",
@@ -702,7 +703,8 @@ def dynamical_isometry(sweeps: list[list[Result]]) -> list[str]:
         for name, xs in spreads.items()
     ]
     return [
-        "Step 0: singular values of the Jacobian of the last hidden layer with respect to the "
+        "One seed (0). Step 0: singular values of the Jacobian of the last hidden layer with "
+        "respect to the "
         "first (8 probe samples, width 128), chi1 from the theory; train/acc after 3 epochs of "
         "SGD (lr 0.01) on digits.",
         "",
@@ -758,20 +760,6 @@ EXPERIMENTS = (
         maxout,
     ),
     Experiment("pruning", (("experiment=pruning", SEEDS),), pruning),
-    Experiment("edge_of_chaos", (("experiment=edge_of_chaos",),), edge_of_chaos),
-    Experiment(
-        "dynamical_isometry",
-        (
-            ("experiment=dynamical_isometry",),
-            (
-                "experiment=dynamical_isometry",
-                "activation=relu",
-                "initializer=variance_scaling",
-                "initializer.sigma_w2=2.0",
-            ),
-        ),
-        dynamical_isometry,
-    ),
     Experiment(
         "activation_zoo",
         (
@@ -790,6 +778,20 @@ EXPERIMENTS = (
             ("experiment=activation_zoo", "activation=maxout", "width=22"),
         ),
         activation_zoo,
+    ),
+    Experiment("edge_of_chaos", (("experiment=edge_of_chaos",),), edge_of_chaos),
+    Experiment(
+        "dynamical_isometry",
+        (
+            ("experiment=dynamical_isometry",),
+            (
+                "experiment=dynamical_isometry",
+                "activation=relu",
+                "initializer=variance_scaling",
+                "initializer.sigma_w2=2.0",
+            ),
+        ),
+        dynamical_isometry,
     ),
 )
 BY_NAME = {e.name: e for e in EXPERIMENTS}

@@ -17,6 +17,7 @@ from fcn_research import initializers as init
 from fcn_research import inspection, theory
 from fcn_research.activations import Maxout
 from fcn_research.model import MLP
+from fcn_research.results import read_result, write_json_atomic
 from fcn_research.train import CONF_DIR, train
 
 # E[f(z)^2], z ~ N(0, 1), by scipy.integrate.quad to 1e-10 (as tests/test_initializers.py).
@@ -259,3 +260,16 @@ def test_inspect_init_prints_predicted_beside_measured(capsys):
     out = capsys.readouterr().out
     assert "theory: n/a (NegativeLayer sets Linear 2 to weights -|w|" in out
     assert "n/a" in out.splitlines()[4]  # a layer row's theory cells
+
+
+def test_resumed_run_keeps_the_theory(make_cfg, tmp_path):
+    common = ["activation=tanh", "depth=4", "callbacks.model_checkpoint.min_interval_s=0"]
+    job = tmp_path / "job"
+    first = train(make_cfg(*common, "max_epochs=1", output_dir=job))["theory"]
+    # As a kill leaves it: running, and nothing of the theory written yet.
+    write_json_atomic(job / "result.json", {**read_result(job), "status": "running", "theory": {}})
+    resumed = train(make_cfg(*common, "max_epochs=2", output_dir=job))
+    assert resumed["global_step"] > 0 and resumed["theory"] == first
+    events = EventAccumulator(str(job))
+    events.Reload()
+    assert [e.step for e in events.Scalars("theory/chi1")] == [0]  # not again at the resume

@@ -16,6 +16,7 @@ from torch import nn
 from fcn_research import initializers as init
 from fcn_research import inspection, theory
 from fcn_research.activations import Maxout
+from fcn_research.callbacks.theory import theory_section
 from fcn_research.model import MLP
 from fcn_research.results import read_result, write_json_atomic
 from fcn_research.train import CONF_DIR, train
@@ -273,3 +274,21 @@ def test_resumed_run_keeps_the_theory(make_cfg, tmp_path):
     events = EventAccumulator(str(job))
     events.Reload()
     assert [e.step for e in events.Scalars("theory/chi1")] == [0]  # not again at the resume
+
+
+class Float32Only(nn.Module):
+    """An activation that refuses the theory's float64 evaluation."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype != torch.float32:
+            raise TypeError(f"float32 only, got {x.dtype}")
+        return torch.tanh(x)
+
+
+def test_a_failing_prediction_is_reported_not_raised():
+    net = MLP(4, 2, depth=3, width=8, activation=Float32Only)
+    section = theory_section(net, init.Default(), torch.randn(16, 4))
+    assert section == {
+        "not_applicable": "the theory failed on this network: TypeError: float32 only, got "
+        "torch.float64"
+    }

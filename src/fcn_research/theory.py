@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -418,9 +418,3 @@ def predict(
             "set): each sample is propagated with its own q, so layer 1 is a mixture of Gaussians"
         )
     return Prediction(bulk.sigma_w2, bulk.sigma_b2, qs, c1, xi_q, xi_c, values, notes)
-
-
-def gauss_expectation(fn: Callable[[Tensor], Tensor], q: float = 1.0) -> float:
-    """E_z[fn(sqrt(q) z)], z ~ N(0, 1), by the module's quadrature (for tests and notebooks)."""
-    with torch.no_grad():
-        return float((fn(math.sqrt(q) * _NODES) * _WEIGHTS).sum())

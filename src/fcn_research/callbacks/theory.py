@@ -29,6 +29,8 @@ def theory_section(model: MLP, initializer: object, inputs: Tensor) -> dict[str,
         return predict(activation, variances, model.widths, inputs.cpu()).as_dict()
     except NotApplicable as err:
         return {"not_applicable": str(err)}
+    except Exception as err:  # a prediction that fails must not fail the training run
+        return {"not_applicable": f"the theory failed on this network: {type(err).__name__}: {err}"}
 
 
 class TheoryPredictions(L.Callback):

@@ -281,7 +281,10 @@ def theory_vs_measured(sweep: Sweep, path: Path) -> str | None:
         return f"{title}: skipped, no job has a prediction (`theory` in result.json)"
     fig = Figure(figsize=(11, 4.2), layout="constrained")
     labels = list(dict.fromkeys(lab for _, m, p, _ in panels for lab in [*m, *p]))
-    colours = {lab: s["color"] for lab, s in zip(labels, line_styles(len(labels)), strict=True)}
+    # Solid for measured and dashed for theory, so configurations differ by colour, then marker.
+    palette = colormaps["tab10"].colors
+    colours = {lab: palette[i % len(palette)] for i, lab in enumerate(labels)}
+    markers = {lab: MARKERS[i // len(palette) % len(MARKERS)] for i, lab in enumerate(labels)}
     for ax, (ylabel, measured, predicted, log) in zip(fig.subplots(1, 2), panels, strict=True):
         for label in labels:
             for profiles, style, suffix in ((measured, "-", ""), (predicted, "--", " (theory)")):
@@ -293,7 +296,7 @@ def theory_vs_measured(sweep: Sweep, path: Path) -> str | None:
                     [k for k, _ in points],
                     [v for _, v in points],
                     linestyle=style,
-                    marker="o" if not suffix else None,
+                    marker=None if suffix else markers[label],
                     color=colours[label],
                     label=f"{label}{suffix}" + ("" if suffix else f" (n={n})"),
                 )

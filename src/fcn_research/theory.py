@@ -323,6 +323,9 @@ class Prediction:
         }
 
 
+# The probe samples' squared norms are grouped into at most this many quantile groups, each
+# propagated with its mean: the mixture over inputs at a fraction of the cost of every sample.
+NORM_GROUPS = 32
 # Below this hidden width, per-layer statistics deviate from the infinite-width limit by
 # more than a few percent (O(1/sqrt(width)) per layer, compounding with depth).
 WIDE = 100
@@ -353,8 +356,9 @@ def predict(
     """Mean-field predictions for an MLP with the given per-Linear variances, hidden widths and
     inputs (the probe set, ``(n, d)``).
 
-    Each input sample is propagated with its own q^1 = sigma_w2 |x|^2 / d + sigma_b2, so inputs
-    of unequal norm are accounted for; a layer's predicted ``activations/std`` is the std over
+    Each input sample is propagated with its own q^1 = sigma_w2 |x|^2 / d + sigma_b2 (samples of
+    similar norm grouped: ``NORM_GROUPS``), so inputs of unequal norm are accounted for; a
+    layer's predicted ``activations/std`` is the std over
     (sample, unit) of that mixture. ``grad_norm/ratio_to_last/layer_XX`` is the predicted
     ``grad_norm/layer_XX / grad_norm/layer_<depth>``: per sample the gradient of Linear l is
     delta_l x_{l-1}^T, with E|delta_l|^2 = prod_{k=l}^{depth-1} chi_k E|delta_depth|^2 and
@@ -368,32 +372,39 @@ def predict(
     x = inputs.detach().to(torch.float64).reshape(len(inputs), -1)
     d = x.shape[1]
     sq_norm = (x**2).sum(1)  # |x_0|^2 per sample
-    q = variances[0].sigma_w2 * sq_norm / d + variances[0].sigma_b2
+    groups = torch.sort(sq_norm).values.tensor_split(min(len(sq_norm), NORM_GROUPS))
+    weight = torch.tensor([len(g) / len(sq_norm) for g in groups], dtype=torch.float64)
+
+    def mean(values: Tensor) -> Tensor:
+        return (values * weight).sum()
+
+    norm = torch.stack([g.mean() for g in groups])
+    q = variances[0].sigma_w2 * norm / d + variances[0].sigma_b2
     values: dict[str, float] = {}
     # Per sample: |x_{l-1}|^2 and the product of chi's from layer l to the last hidden layer.
-    input_norms = [sq_norm]
+    input_norms = [norm]
     chis = []
     for layer in range(1, depth):
         m = moments(act, q)
-        mean = m.mean.mean()
-        values[f"activations/mean/layer_{layer:02d}"] = float(mean)
+        first = mean(m.mean)
+        values[f"activations/mean/layer_{layer:02d}"] = float(first)
         values[f"activations/std/layer_{layer:02d}"] = float(
-            (m.second.mean() - mean**2).clamp_min(0).sqrt()
+            (mean(m.second) - first**2).clamp_min(0).sqrt()
         )
-        values[f"preactivations/std/layer_{layer:02d}"] = float(q.mean().sqrt())
+        values[f"preactivations/std/layer_{layer:02d}"] = float(mean(q).sqrt())
         chis.append(variances[layer].sigma_w2 * m.derivative_second)
         input_norms.append(widths[layer - 1] * m.second)
         q = variances[layer].sigma_w2 * m.second + variances[layer].sigma_b2
-    tail = torch.ones_like(sq_norm)
-    sq_grad = [torch.zeros_like(sq_norm)] * depth
+    tail = torch.ones_like(norm)
+    sq_grad = [torch.zeros_like(norm)] * depth
     for layer in range(depth, 0, -1):  # |delta_l|^2 relative to |delta_depth|^2
         sq_grad[layer - 1] = tail * input_norms[layer - 1]
         if layer > 1:
             tail = tail * chis[layer - 2]
-    last = sq_grad[-1].mean()
+    last = mean(sq_grad[-1])
     for layer in range(1, depth + 1):
         values[f"grad_norm/ratio_to_last/layer_{layer:02d}"] = float(
-            (sq_grad[layer - 1].mean() / last).sqrt()
+            (mean(sq_grad[layer - 1]) / last).sqrt()
         )
     values["grad_norm/ratio_first_last"] = values["grad_norm/ratio_to_last/layer_01"]
 

@@ -30,6 +30,8 @@ EXPERIMENTS = [
     "maxout",
     "pruning",
     "activation_zoo",
+    "edge_of_chaos",
+    "dynamical_isometry",
 ]
 SMALL = ["data.num_samples=200", "max_epochs=1"]
 
@@ -452,3 +454,43 @@ def test_full_experiment_sweep_completes(make_cfg, run_cli, tmp_path: Path, name
             if r["hparams"]["initializer"] == "lecun_normal"  # the shared init
         }
         assert 0.8 < std["selu"] < 1.25 and std["relu"] < 0.01 and std["tanh"] < 0.3
+
+
+def test_edge_of_chaos_trains_within_6_xi_c_and_not_beyond(make_cfg, tmp_path):
+    """Depth 16: ordered sigma_w2 = 0.25 (6 xi_c = 4) does not train, critical 1.76 does."""
+    results = {}
+    for sigma_w2 in ("0.25", "1.76"):
+        cfg = make_cfg(
+            "experiment=edge_of_chaos",
+            "depth=16",
+            f"initializer.sigma_w2={sigma_w2}",
+            output_dir=new_dir(tmp_path),
+        )
+        results[sigma_w2] = train(cfg)
+    ordered, critical = results["0.25"], results["1.76"]
+    assert 6 * ordered["theory"]["xi_c"] < 16 < 6 * critical["theory"]["xi_c"]
+    assert ordered["metrics"]["train/acc"] < 0.3
+    assert critical["metrics"]["train/acc"] > 0.6
+
+
+def test_dynamical_isometry_orthogonal_tanh_keeps_the_spectrum_together(make_cfg, tmp_path):
+    """Depth 16 at step 0: max / mean singular value of the hidden Jacobian."""
+    spread = {}
+    for name, overrides in {
+        "tanh orthogonal": [],
+        "tanh gaussian": ["initializer=variance_scaling"],
+        "relu he": ["activation=relu", "initializer=variance_scaling", "initializer.sigma_w2=2"],
+    }.items():
+        cfg = make_cfg(
+            "experiment=dynamical_isometry",
+            "depth=16",
+            "max_epochs=1",
+            "callbacks.jacobian.min_interval=1000",  # step 0 and the end only
+            *overrides,
+            output_dir=new_dir(tmp_path),
+        )
+        init = train(cfg)["init"]
+        spread[name] = init["jacobian/singular_value_max"] / init["jacobian/singular_value_mean"]
+    assert spread["tanh orthogonal"] < 3
+    assert spread["tanh gaussian"] > 3 * spread["tanh orthogonal"]
+    assert spread["relu he"] > 3 * spread["tanh orthogonal"]

@@ -10,9 +10,11 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from torch import nn
 
 from fcn_research.callbacks.histograms import FixedRangeHistograms
+from fcn_research.callbacks.jacobian import hidden_jacobian_singular_values
 from fcn_research.callbacks.neurons import neuron_stats, peak_derivative
 from fcn_research.callbacks.probe import sample_probe
 from fcn_research.callbacks.schedule import LogSchedule
+from fcn_research.initializers import Orthogonal
 from fcn_research.model import MLP
 from fcn_research.results import read_result, write_json_atomic
 from fcn_research.train import build, train
@@ -362,3 +364,20 @@ def test_histogram_range_doubles_when_values_exceed_it():
     assert [sum(c) for c in counts] == [3, 4, 1]
     with pytest.raises(ValueError, match="even number >= 2, got 7"):
         FixedRangeHistograms(bins=7)
+
+
+def test_jacobian_singular_values_of_a_linear_orthogonal_stack_are_one():
+    """Identity activation and orthogonal square weights: J is orthogonal, every singular
+    value 1; scaling the hidden weights by 2 scales them by 2^(depth - 2)."""
+    torch.manual_seed(0)
+    net = MLP(5, 3, depth=5, width=16, activation=nn.Identity)
+    Orthogonal()(net)
+    s = hidden_jacobian_singular_values(net, torch.randn(4, 5))
+    assert s.shape == (4, 16)
+    assert s.min().item() == pytest.approx(1.0, abs=1e-5)
+    assert s.max().item() == pytest.approx(1.0, abs=1e-5)
+    with torch.no_grad():
+        for linear in net.linears[1:-1]:
+            linear.weight.mul_(2)
+    s = hidden_jacobian_singular_values(net, torch.randn(4, 5))
+    assert s.mean().item() == pytest.approx(8.0, rel=1e-5)

@@ -237,8 +237,74 @@ def test_more_than_two_axes_facet_and_instrument_figures(tmp_path: Path) -> None
     assert report.notes == [
         "heatmap of neurons/saturated_fraction: skipped, no completed job reports it",
         "heatmap of neurons/low_gradient_fraction: skipped, no completed job reports it",
+        "mean-field theory (dashed) vs step 0 (solid): skipped, no job has a prediction "
+        "(`theory` in result.json)",
         "validation curves: skipped, no job has val/* scalars in its TensorBoard events",
     ]
+
+
+def test_theory_beside_measurement(tmp_path: Path, figures: dict[str, Figure]) -> None:
+    jobs = []
+    for sw, seed in [(sw, s) for sw in ("1.0", "3.0") for s in (0, 1)]:
+        chi1 = 0.5 * float(sw)
+        init = {f"activations/std/layer_{k:02d}": 0.5 + seed / 10 for k in (1, 2)}
+        init.update({f"grad_norm/layer_{k:02d}": 2.0 ** (k + seed) for k in (1, 2, 3)})
+        theory = {"chi1": chi1, "q_star": 1.0, "notes": ["finite width"]}
+        theory.update({f"activations/std/layer_{k:02d}": 0.4 for k in (1, 2)})
+        theory.update(
+            {f"grad_norm/ratio_to_last/layer_{k:02d}": chi1 ** (3 - k) for k in (1, 2, 3)}
+        )
+        jobs.append(
+            {
+                "overrides": [f"initializer.sigma_w2={sw}", f"seed={seed}"],
+                "hparams": {"seed": seed},
+                "metrics": {"val/acc": 0.9},
+                "init": init,
+                "theory": theory,
+            }
+        )
+    sweep = write_fake_sweep(tmp_path / "sweep", ["initializer.sigma_w2=1.0,3.0", "seed=0,1"], jobs)
+    write_report(sweep)
+    rows = read_csv(sweep)
+    assert {r["theory:chi1"] for r in rows.values()} == {"0.5", "1.5"}
+    assert "theory:notes" not in next(iter(rows.values()))
+    md = (sweep / "report" / "summary.md").read_text()
+    assert "## theory:chi1" in md and "| 1.500 ± 0.000 (n=2) |" in md
+    left, right = figures["theory_init.png"].axes[:2]
+    lines = {line.get_label(): line for line in left.lines}
+    measured = lines["initializer.sigma_w2=1.0 (n=2)"]
+    assert list(measured.get_ydata()) == pytest.approx([0.55, 0.55])
+    assert lines["initializer.sigma_w2=1.0 (theory)"].get_linestyle() == "--"
+    grads = {line.get_label(): list(line.get_ydata()) for line in right.lines}
+    # measured: grad_norm/layer_k / grad_norm/layer_03 = 2^(k-3), the same on both seeds
+    assert grads["initializer.sigma_w2=3.0 (n=2)"] == pytest.approx([0.25, 0.5, 1.0])
+    assert grads["initializer.sigma_w2=3.0 (theory)"] == pytest.approx([2.25, 1.5, 1.0])
+
+
+def test_phase_diagram_overlays_the_trainable_depth(
+    tmp_path: Path, figures: dict[str, Figure]
+) -> None:
+    jobs = []
+    xi_c = {"0.5": 1.0, "1.76": "inf"}
+    for sw, depth in [(sw, d) for sw in xi_c for d in (4, 16)]:
+        jobs.append(
+            {
+                "overrides": [f"initializer.sigma_w2={sw}", f"depth={depth}"],
+                "hparams": {"depth": depth},
+                "metrics": {"train/acc": 0.9 if sw == "1.76" or depth == 4 else 0.1},
+                "theory": {"xi_c": xi_c[sw], "chi1": 0.5},
+            }
+        )
+    sweep = write_fake_sweep(
+        tmp_path / "sweep", ["initializer.sigma_w2=0.5,1.76", "depth=4,16"], jobs, num_classes=10
+    )
+    report = write_report(sweep)
+    assert sweep / "report" / "phase_diagram.png" in report.files
+    ax = figures["phase_diagram.png"].axes[0]
+    assert ax.images[0].get_array().tolist() == [[0.9, 0.9], [0.1, 0.9]]  # rows: depth 4, 16
+    (curve,) = ax.lines
+    # 6 xi_c = 6 lies between depth 4 (row 0) and 16 (row 1); xi_c = inf runs off the top.
+    assert list(curve.get_ydata()) == pytest.approx([2 / 12, 1.5])
 
 
 def test_single_axis_sweep(tmp_path: Path) -> None:

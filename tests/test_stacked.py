@@ -56,6 +56,7 @@ def test_stack_members_equal_their_solo_runs(make_cfg, tmp_path):
         assert not _close(member["init"], one["init"], set(one["init"])), k
         assert not _close(member["metrics"], one["metrics"], set(one["metrics"])), k
         assert member["global_step"] == one["global_step"] == 46
+        assert member["theory"] == one["theory"]  # each member's own initializer's prediction
         assert read_result(tmp_path / f"stack_{k}") == member
         # Every member has its own TensorBoard run with the solo run's tags.
         runs = [
@@ -248,3 +249,29 @@ def test_members_that_cannot_share_a_stack_train_one_by_one(make_cfg, tmp_path):
     solo = train(make_cfg(*opt, "seed=1", output_dir=tmp_path / "solo"))
     assert [r["stack"]["members"] for r in results] == [1, 1]
     assert results[1]["metrics"] == solo["metrics"]
+
+
+def test_a_stack_measures_each_members_jacobian_spectrum(make_cfg, tmp_path):
+    iso = [
+        "experiment=dynamical_isometry",
+        "depth=4",
+        "width=16",
+        "max_epochs=1",
+        "callbacks.jacobian.min_interval=1000",
+    ]
+    members = [["initializer=orthogonal"], ["initializer=variance_scaling", "seed=1"]]
+    solo = [
+        train(make_cfg(*iso, *m, output_dir=tmp_path / f"solo_{k}")) for k, m in enumerate(members)
+    ]
+    stacked = train_stack(
+        [make_cfg(*iso, *m, output_dir=tmp_path / f"st_{k}") for k, m in enumerate(members)]
+    )
+    keys = {k for k in solo[0]["init"] if k.startswith("jacobian/")}
+    assert len(keys) == 3
+    for one, member in zip(solo, stacked, strict=True):
+        assert not _close(member["init"], one["init"], keys)
+        assert not _close(member["metrics"], one["metrics"], keys)
+    assert (
+        stacked[0]["init"]["jacobian/singular_value_max"]
+        != stacked[1]["init"]["jacobian/singular_value_max"]
+    )

@@ -17,6 +17,7 @@ from torch import nn
 
 from fcn_research.activations import Maxout
 from fcn_research.model import MLP
+from fcn_research.theory import LayerVariances, NotApplicable
 
 Gain = float | Literal["auto"]
 
@@ -117,6 +118,13 @@ class Scheme:
         """Initialize ``linear``, which reads the output of ``activation`` (input ``width``)."""
         raise NotImplementedError
 
+    def variances(
+        self, linear: nn.Linear, activation: nn.Module | None, width: int | None
+    ) -> LayerVariances:
+        """The (sigma_w2, sigma_b2) this scheme gives ``linear``: Var(W) = sigma_w2 / fan_in,
+        Var(b) = sigma_b2 (``fcn_research.theory``'s parameterisation)."""
+        raise NotImplementedError
+
 
 def _resolve_gain(gain: Gain, activation: nn.Module | None, width: int | None) -> float:
     if gain == "auto":
@@ -134,6 +142,12 @@ class Default(Scheme):
     ) -> None:
         return None
 
+    def variances(
+        self, linear: nn.Linear, activation: nn.Module | None, width: int | None
+    ) -> LayerVariances:
+        # W and b ~ U(+-1/sqrt(fan_in)): variance 1 / (3 fan_in) each.
+        return LayerVariances(1 / 3, 1 / (3 * linear.in_features))
+
 
 class XavierUniform(Scheme):
     """Glorot & Bengio (2010), uniform; gain 1 unless set (``auto`` takes the activation's)."""
@@ -146,6 +160,14 @@ class XavierUniform(Scheme):
     ) -> None:
         nn.init.xavier_uniform_(linear.weight, gain=_resolve_gain(self.gain, activation, width))
         nn.init.zeros_(linear.bias)
+
+    def variances(
+        self, linear: nn.Linear, activation: nn.Module | None, width: int | None
+    ) -> LayerVariances:
+        # Var(W) = gain^2 2 / (fan_in + fan_out), uniform or normal alike.
+        fan_in, fan_out = linear.in_features, linear.out_features
+        gain = _resolve_gain(self.gain, activation, width)
+        return LayerVariances(gain**2 * 2 * fan_in / (fan_in + fan_out), 0.0)
 
 
 class XavierNormal(XavierUniform):
@@ -169,8 +191,13 @@ class KaimingUniform(Scheme):
         nn.init.uniform_(linear.weight, -bound, bound)
         nn.init.zeros_(linear.bias)
 
+    def variances(
+        self, linear: nn.Linear, activation: nn.Module | None, width: int | None
+    ) -> LayerVariances:
+        return LayerVariances(activation_gain(activation, width) ** 2, 0.0)
 
-class KaimingNormal(Scheme):
+
+class KaimingNormal(KaimingUniform):
     """He et al. (2015), fan_in, normal: std ``activation_gain / sqrt(fan_in)`` (see there)."""
 
     def init_linear(
@@ -190,6 +217,11 @@ class LecunNormal(Scheme):
         nn.init.normal_(linear.weight, 0.0, 1.0 / math.sqrt(linear.in_features))
         nn.init.zeros_(linear.bias)
 
+    def variances(
+        self, linear: nn.Linear, activation: nn.Module | None, width: int | None
+    ) -> LayerVariances:
+        return LayerVariances(1.0, 0.0)
+
 
 class Orthogonal(Scheme):
     """Saxe et al. (2014): a (semi-)orthogonal weight matrix times ``gain`` (1 unless set)."""
@@ -203,6 +235,15 @@ class Orthogonal(Scheme):
         nn.init.orthogonal_(linear.weight, gain=_resolve_gain(self.gain, activation, width))
         nn.init.zeros_(linear.bias)
 
+    def variances(
+        self, linear: nn.Linear, activation: nn.Module | None, width: int | None
+    ) -> LayerVariances:
+        # Orthonormal rows (fan_out <= fan_in) have squared norm gain^2, so Var(W) =
+        # gain^2 / fan_in; orthonormal columns (a wider output) gain^2 / fan_out.
+        fan_in, fan_out = linear.in_features, linear.out_features
+        gain = _resolve_gain(self.gain, activation, width)
+        return LayerVariances(gain**2 * min(1.0, fan_in / fan_out), 0.0)
+
 
 class Zeros(Scheme):
     """All weights and biases zero: every unit of a layer stays identical (symmetry)."""
@@ -212,6 +253,60 @@ class Zeros(Scheme):
     ) -> None:
         nn.init.zeros_(linear.weight)
         nn.init.zeros_(linear.bias)
+
+    def variances(
+        self, linear: nn.Linear, activation: nn.Module | None, width: int | None
+    ) -> LayerVariances:
+        return LayerVariances(0.0, 0.0)
+
+
+class VarianceScaling(Scheme):
+    """W ~ N(0, sigma_w2 / fan_in), b ~ N(0, sigma_b2): the mean-field theory's parameterisation
+    (Poole et al. 2016), for placing a network in the ordered or chaotic phase."""
+
+    def __init__(self, sigma_w2: float = 1.0, sigma_b2: float = 0.0) -> None:
+        for name, value in (("sigma_w2", sigma_w2), ("sigma_b2", sigma_b2)):
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+                raise ValueError(
+                    f"VarianceScaling: {name} must be a number >= 0 (a variance), got {value!r}"
+                )
+        self.sigma_w2 = float(sigma_w2)
+        self.sigma_b2 = float(sigma_b2)
+
+    def init_linear(
+        self, linear: nn.Linear, activation: nn.Module | None, width: int | None
+    ) -> None:
+        nn.init.normal_(linear.weight, 0.0, math.sqrt(self.sigma_w2 / linear.in_features))
+        nn.init.normal_(linear.bias, 0.0, math.sqrt(self.sigma_b2))
+
+    def variances(
+        self, linear: nn.Linear, activation: nn.Module | None, width: int | None
+    ) -> LayerVariances:
+        return LayerVariances(self.sigma_w2, self.sigma_b2)
+
+
+def implied_variances(scheme: object, model: MLP) -> list[LayerVariances]:
+    """Per Linear of ``model``, the (sigma_w2, sigma_b2) that ``scheme`` draws from.
+
+    Raises ``NotApplicable`` for a scheme without one: the notebook's single-layer schemes
+    (``ConstantLayer``: equal weights, no randomness; ``NegativeLayer``: weights -|w|, of
+    non-zero mean), and any scheme that does not implement ``Scheme.variances``.
+    """
+    if isinstance(scheme, _OneLayer):
+        raise NotApplicable(
+            f"{type(scheme).__name__} sets Linear {scheme.target_layer} to "
+            + ("constant weights" if isinstance(scheme, ConstantLayer) else "weights -|w|")
+            + ": not zero-mean random weights, which the mean-field theory assumes"
+        )
+    if not isinstance(scheme, Scheme) or type(scheme).variances is Scheme.variances:
+        raise NotApplicable(
+            f"initializer {type(scheme).__name__} does not say which (sigma_w2, sigma_b2) it "
+            "draws from (Scheme.variances)"
+        )
+    return [
+        scheme.variances(linear, *_feeding_activation(model, layer))
+        for layer, linear in enumerate(model.linears, start=1)
+    ]
 
 
 class _OneLayer:

@@ -31,6 +31,7 @@ from fcn_research.callbacks.checkpoint import (
     is_member_checkpoint,
     merge_checkpoints,
 )
+from fcn_research.callbacks.theory import TheoryPredictions
 
 # CONF_DIR and the resolvers live in the light CLI module; importing it registers them.
 from fcn_research.cli import CONF_DIR as CONF_DIR
@@ -263,7 +264,7 @@ def _take_recorded(result: dict[str, Any], out: Path) -> None:
     """Take into ``result`` what the training process (under ddp_spawn: its rank-0 worker)
     wrote into result.json through ``ResultRecorder``."""
     recorded = read_result(out) or {}
-    for key in ("init", "metrics", "epochs", "global_step"):
+    for key in ("init", "metrics", "epochs", "global_step", "theory"):
         if key in recorded:
             result[key] = recorded[key]
     # JSON keeps a non-finite metric as null; in memory it is NaN again.
@@ -505,6 +506,11 @@ def _fit(
         for callback in callbacks:
             if isinstance(callback, LastCheckpoint):
                 callback.member_dirs = [out / CHECKPOINT.parent for out in outs]
+            if isinstance(callback, TheoryPredictions):
+                callback.members = [
+                    (instantiate(cfgs[i].initializer), out)
+                    for i, out in zip(live, outs, strict=True)
+                ]
     # One logger set per member, in member order (a member's loggers write its own run).
     loggers = [lg for i in live for lg in _instantiate_all(cfgs[i].get("logger"))]
     trainer: L.Trainer = instantiate(first.trainer, callbacks=callbacks, logger=loggers or False)

@@ -50,6 +50,9 @@ from fcn_research.report.figures import (
     GRAD_NORM_LAYER,
     heatmap,
     layer_profile,
+    phase_diagram,
+    shows_phases,
+    theory_vs_measured,
     val_curves,
 )
 from fcn_research.report.loading import (
@@ -195,8 +198,11 @@ def write_report(
                 title="dead units per hidden layer at the end",
             ),
         ),
+        ("theory_init.png", lambda p: theory_vs_measured(sweep, p)),
         ("val_curves.png", lambda p: val_curves(sweep, p)),
     ]
+    if shows_phases(sweep):
+        figures.append(("phase_diagram.png", lambda p: phase_diagram(sweep, p)))
     for name, draw in figures:
         note = draw(out / name)
         if note:

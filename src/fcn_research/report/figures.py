@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import statistics
@@ -9,6 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from matplotlib import colormaps
 from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
@@ -254,5 +256,158 @@ def val_curves(sweep: Sweep, path: Path) -> str | None:
         ax.set_xlabel("optimizer step (trainer.global_step)")
         ax.set_title(title)
     axs[-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    _save(fig, path)
+    return None
+
+
+ACT_STD_LAYER = re.compile(r"^activations/std/layer_(\d+)$")
+THEORY_GRAD_LAYER = re.compile(r"^grad_norm/ratio_to_last/layer_(\d+)$")
+
+
+def _grad_ratio_to_last(job: Job) -> dict[str, float]:
+    """The job's step-0 ``grad_norm/layer_XX`` over its last layer's, keyed as the theory's."""
+    norms = {
+        int(m.group(1)): v
+        for k in job.result.get("init") or {}
+        if (m := GRAD_NORM_LAYER.match(k)) and (v := job.value(k, "init")) is not None
+    }
+    if not norms or not norms[max(norms)]:
+        return {}
+    last = norms[max(norms)]
+    return {f"grad_norm/ratio_to_last/layer_{k:02d}": v / last for k, v in norms.items()}
+
+
+def theory_vs_measured(sweep: Sweep, path: Path) -> str | None:
+    """Per configuration, the measured step-0 activation std and gradient norm (relative to the
+    last layer) per layer, solid, beside the mean-field prediction, dashed; a note instead if
+    no job has a prediction (``theory`` in result.json)."""
+    title = "mean-field theory (dashed) vs step 0 (solid)"
+    measured_grads = dataclasses.replace(
+        sweep,
+        jobs=[
+            dataclasses.replace(job, result={**job.result, "init": _grad_ratio_to_last(job)})
+            for job in sweep.jobs
+        ],
+    )
+    panels = [
+        (
+            "activation std",
+            _layer_profiles(sweep, ACT_STD_LAYER, "init", None),
+            _layer_profiles(sweep, ACT_STD_LAYER, "theory", None),
+            False,
+        ),
+        (
+            "‖∂L/∂W_l‖ / ‖∂L/∂W_last‖",
+            _layer_profiles(measured_grads, THEORY_GRAD_LAYER, "init", None),
+            _layer_profiles(sweep, THEORY_GRAD_LAYER, "theory", None),
+            True,
+        ),
+    ]
+    if not any(predicted for _, _, predicted, _ in panels):
+        return f"{title}: skipped, no job has a prediction (`theory` in result.json)"
+    fig = Figure(figsize=(11, 4.2), layout="constrained")
+    labels = list(dict.fromkeys(lab for _, m, p, _ in panels for lab in [*m, *p]))
+    # Solid for measured and dashed for theory, so configurations differ by colour, then marker.
+    palette = colormaps["tab10"].colors
+    colours = {lab: palette[i % len(palette)] for i, lab in enumerate(labels)}
+    markers = {lab: MARKERS[i // len(palette) % len(MARKERS)] for i, lab in enumerate(labels)}
+    for ax, (ylabel, measured, predicted, log) in zip(fig.subplots(1, 2), panels, strict=True):
+        for label in labels:
+            for profiles, style, suffix in ((measured, "-", ""), (predicted, "--", " (theory)")):
+                if label not in profiles:
+                    continue
+                layers, n = profiles[label]
+                points = [(k, v) for k, v in layers.items() if v > 0 or not log]
+                ax.plot(
+                    [k for k, _ in points],
+                    [v for _, v in points],
+                    linestyle=style,
+                    marker=None if suffix else markers[label],
+                    color=colours[label],
+                    label=f"{label}{suffix}" + ("" if suffix else f" (n={n})"),
+                )
+        if log:
+            ax.set_yscale("log")
+        ax.set_xlabel("layer (1 = input side)")
+        ax.set_ylabel(ylabel)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    fig.axes[-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    fig.suptitle(f"{title}, {over_seeds(sweep, 'mean')}")
+    _save(fig, path)
+    return None
+
+
+# The trainable depth of Schoenholz et al. (2017): networks train up to ~6 xi_c layers deep.
+TRAINABLE_DEPTH_XI = 6
+
+
+def shows_phases(sweep: Sweep) -> bool:
+    """Whether the sweep is one for ``phase_diagram``: depth x one other axis, with xi_c."""
+    return (
+        "depth" in sweep.config_axes
+        and len(sweep.config_axes) == 2
+        and any("xi_c" in (job.result.get("theory") or {}) for job in sweep.jobs)
+    )
+
+
+def phase_diagram(sweep: Sweep, path: Path, metric: str = "train/acc") -> str | None:
+    """``metric`` over a sweep of depth x one numeric axis (e.g. ``initializer.sigma_w2``),
+    with the predicted trainable depth ``6 xi_c`` (result.json's ``theory``) over it; a note
+    instead if the sweep is not of that shape or has no prediction."""
+    title = f"phase diagram: {metric} with the trainable depth {TRAINABLE_DEPTH_XI} ξ_c"
+    others = [a for a in sweep.config_axes if a != "depth"]
+    if "depth" not in sweep.config_axes or len(others) != 1:
+        return f"{title}: skipped, needs a sweep of depth and one other axis"
+    axis = others[0]
+    try:
+        xs = sorted(float(v) for v in sweep.axes[axis])
+        depths = sorted(int(v) for v in sweep.axes["depth"])
+    except ValueError:
+        return f"{title}: skipped, {axis} or depth has non-numeric values"
+    xi: dict[float, float] = {}
+    for job in sweep.jobs:
+        value = (job.result.get("theory") or {}).get("xi_c")
+        if isinstance(value, str) and value == "inf":
+            value = math.inf
+        if isinstance(value, int | float) and axis in job.values:
+            xi[float(job.values[axis])] = float(value)
+    if not xi:
+        return f"{title}: skipped, no job has theory xi_c"
+    seeds: list[list[list[float]]] = [[[] for _ in xs] for _ in depths]
+    for job in sweep.jobs:
+        v = job.value(metric)
+        if job.status == "completed" and v is not None and axis in job.values:
+            row, col = depths.index(int(job.values["depth"])), xs.index(float(job.values[axis]))
+            seeds[row][col].append(v)
+    grid = [[statistics.fmean(vs) if vs else math.nan for vs in row] for row in seeds]
+    fig = Figure(figsize=(7, 4.5), layout="constrained")
+    ax = fig.subplots()
+    low, _ = _accuracy_floor(sweep, 0.0) if metric.endswith("acc") else (0.0, "")
+    image = ax.imshow(
+        grid,
+        origin="lower",
+        aspect="auto",
+        cmap="viridis",
+        vmin=low,
+        vmax=1.0,
+        interpolation="none",
+    )
+    fig.colorbar(image, ax=ax, label=metric)
+    ax.set_xticks(range(len(xs)), [f"{x:g}" for x in xs])
+    ax.set_yticks(range(len(depths)), [str(d) for d in depths])
+    # The curve in the heatmap's index coordinates: depth interpolated on the row axis.
+    top = len(depths) - 0.5
+    curve = []
+    for i, x in enumerate(xs):
+        d = TRAINABLE_DEPTH_XI * xi.get(x, math.nan)
+        if math.isnan(d):
+            continue
+        row = top if d >= depths[-1] else float(np.interp(d, depths, range(len(depths))))
+        curve.append((i, max(row, -0.5)))
+    ax.plot(*zip(*curve, strict=True), "w--o", label=f"{TRAINABLE_DEPTH_XI} ξ_c (theory)")
+    ax.set_xlabel(axis)
+    ax.set_ylabel("depth")
+    ax.legend(loc="upper right", fontsize=8)
+    ax.set_title(f"{title}, {over_seeds(sweep, 'mean')}", fontsize=9)
     _save(fig, path)
     return None

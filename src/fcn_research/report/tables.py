@@ -28,6 +28,9 @@ INSTRUMENT_METRICS = (
     "neurons/low_gradient_fraction",
     "grad_norm/ratio_first_last",
 )
+# The prediction shown beside them where jobs have one (result.json's theory section).
+THEORY = "theory:"
+THEORY_METRICS = (f"{THEORY}chi1",)
 NON_FINITE = "NaN/inf"  # a completed job whose metric is NaN or inf (null in result.json)
 # --summary best/last_k: a completed job whose TensorBoard events lack the metric's epochs.
 NO_EPOCHS = "no epoch values"
@@ -40,15 +43,20 @@ def _metric_order(key: str) -> tuple[int, str]:
 
 
 def summary_rows(sweep: Sweep) -> list[dict[str, Any]]:
-    """One row per job: job, status, overrides, hparams, final metrics, ``init:`` metrics, time."""
+    """One row per job: job, status, overrides, hparams, final metrics, ``init:`` metrics,
+    ``theory:`` predictions, time."""
     hparams = list(dict.fromkeys(k for j in sweep.jobs for k in j.result.get("hparams") or {}))
     sections = {
         s: sorted({k for j in sweep.jobs for k in j.result.get(s) or {}}, key=_metric_order)
         for s in ("metrics", "init")
     }
+    theory_keys = list(
+        dict.fromkeys(k for j in sweep.jobs for k in j.result.get("theory") or {} if k != "notes")
+    )
     rows = []
     for job in sweep.jobs:
         res = job.result
+        theory = {k: (res.get("theory") or {}).get(k) for k in theory_keys}
         row: dict[str, Any] = {
             "job": job.name,
             "status": job.status,
@@ -59,6 +67,7 @@ def summary_rows(sweep: Sweep) -> list[dict[str, Any]]:
         row.update({k: (res.get("hparams") or {}).get(k) for k in hparams})
         row.update({k: (res.get("metrics") or {}).get(k) for k in sections["metrics"]})
         row.update({f"init:{k}": (res.get("init") or {}).get(k) for k in sections["init"]})
+        row.update({f"{THEORY}{k}": v for k, v in theory.items()})
         row.update({k: res.get(k) for k in ("epochs", "wall_s", "error")})
         rows.append(row)
     return rows
@@ -113,18 +122,24 @@ class Cell:
 
 def cells(sweep: Sweep, metric: str, summary: Summary | None = None) -> dict[tuple[str, ...], Cell]:
     """Per configuration: completed jobs' ``metric`` (final unless ``summary`` says otherwise);
-    other statuses and NaN/inf counted."""
+    other statuses and NaN/inf counted.
+
+    ``theory:<key>`` is the mean-field prediction ``<key>`` of result.json's ``theory``.
+    """
     summary = summary or Summary()
+    theory = metric.startswith(THEORY)
+    section, key = ("theory", metric.removeprefix(THEORY)) if theory else ("metrics", metric)
     out = {config: Cell() for config in sweep.configs()}
     for job in sweep.jobs:
         cell = out.setdefault(sweep.config_of(job), Cell())
+        value = job.value(key, section) if theory else summary.value(job, metric)
         if job.status != "completed":
             cell.others[job.status] += 1
-        elif (value := summary.value(job, metric)) is not None:
+        elif value is not None:
             cell.values.append(value)
             cell.seeds.append(job.values.get(REPLICATE_AXIS, DASH))
-        elif metric in (job.result.get("metrics") or {}):
-            finite = summary.kind != "final" and job.value(metric) is not None
+        elif key in (job.result.get(section) or {}):
+            finite = not theory and summary.kind != "final" and job.value(metric) is not None
             cell.others[NO_EPOCHS if finite else NON_FINITE] += 1
     return out
 
@@ -171,10 +186,13 @@ def pivots(sweep: Sweep, metric: str, summary: Summary | None = None) -> list[Pi
 
 
 def report_metrics(sweep: Sweep, extra: Sequence[str] = ()) -> list[str]:
-    """The validation metric (acc, else mse, else loss), ``extra`` and the instrument summaries."""
+    """The validation metric (acc, else mse, else loss), ``extra``, the instrument summaries
+    and, where jobs have a prediction, ``theory:chi1``."""
     present = {k for job in sweep.jobs for k in job.result.get("metrics") or {}}
     val = next((m for m in VAL_METRICS if m in present), VAL_METRICS[0])
-    return list(dict.fromkeys([val, *extra, *INSTRUMENT_METRICS]))
+    predicted = {k for job in sweep.jobs for k in job.result.get("theory") or {}}
+    theory = [m for m in THEORY_METRICS if m.removeprefix(THEORY) in predicted]
+    return list(dict.fromkeys([val, *extra, *INSTRUMENT_METRICS, *theory]))
 
 
 def family_pattern(tag: str) -> re.Pattern[str] | None:

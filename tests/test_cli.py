@@ -263,3 +263,25 @@ def test_custom_activation_compose_api(make_cfg, outside_activation):
     _, module = build(cfg)
     assert [type(a).__name__ for a in module.model.activations] == ["Swish", "Swish"]
     assert module.model.activations[0].beta == 1.5
+
+
+def test_custom_activation_from_outside_trains_stacked(run_cli, tmp_path, outside_activation):
+    # A user's own activation in a stack: every instrument on, each member equal to its solo
+    # job (float32 tolerance: the stack's batched products round differently).
+    searchpath = f"hydra.searchpath=[file://{outside_activation / 'conf'}]"
+    common = ["-m", "activation=swish", searchpath, "seed=0,1", "max_epochs=2", *QUIET]
+    common.append("data.num_samples=200")
+    run_cli(*common, f"hydra.sweep.dir={tmp_path / 'solo'}")
+    run_cli(*common, "launcher=stacked", f"hydra.sweep.dir={tmp_path / 'stacked'}")
+    for seed in (0, 1):
+        name = f"activation=swish,data.num_samples=200,max_epochs=2,seed={seed}"
+        solo, member = (
+            read_result(tmp_path / "solo" / name),
+            read_result(tmp_path / "stacked" / name),
+        )
+        assert member["status"] == "completed", member.get("error")
+        assert member["stack"]["members"] == 2
+        assert member["metrics"].keys() == solo["metrics"].keys()
+        assert "neurons/dead_fraction" in member["metrics"]
+        assert member["metrics"] == pytest.approx(solo["metrics"], rel=1e-4, abs=1e-6)
+        assert member["init"] == pytest.approx(solo["init"], rel=1e-4, abs=1e-6)

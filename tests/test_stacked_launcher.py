@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +23,8 @@ from fcn_research.results import read_result
 from fcn_research.stacking import group_stacks, solo_reason, stack_key
 from fcn_research.train import CONF_DIR
 from hydra_plugins.fcn_stacked_launcher.stacked_launcher import StackedLauncher
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # Tiny and quiet: a stacked sweep's cost here is the process start, not training.
 TINY = [
@@ -318,3 +325,82 @@ def test_a_stack_that_raises_ends_its_job_not_the_sweep(make_cfg, tmp_path, monk
     assert [r["status"] for r in results] == ["running", "failed"]
     assert "stack_007 failed; the sweep goes on" in caplog.text
     assert "out of memory" in caplog.text
+
+
+KILLED = [
+    "-m",
+    "launcher=stacked",
+    "seed=0,1,2",
+    "depth=2,3",
+    "max_epochs=10",
+    "data.num_samples=5000",
+    "callbacks.model_checkpoint.min_interval_s=0",
+    "trainer.enable_progress_bar=false",
+    "trainer.accelerator=cpu",
+]
+
+
+def _members(sweep: Path, depth: int) -> list[Path]:
+    return [sweep / f"data.num_samples=5000,depth={depth},max_epochs=10,seed={s}" for s in range(3)]
+
+
+@pytest.mark.slow
+def test_a_killed_stacked_sweep_resumes_to_the_uninterrupted_result(run_cli, tmp_path):
+    sweep = tmp_path / "killed"
+    cmd = [sys.executable, str(ROOT / "train.py"), *KILLED, f"hydra.sweep.dir={sweep}"]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.Popen(
+        cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    first, second = _members(sweep, 2), _members(sweep, 3)
+    deadline = time.monotonic() + 240
+    try:
+        # Kill once the first stack is done and the second has member checkpoints.
+        while time.monotonic() < deadline and proc.poll() is None:
+            done = all((read_result(j) or {}).get("status") == "completed" for j in first)
+            if done and all((j / "checkpoints" / "last.ckpt").exists() for j in second):
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, "the sweep ended before it could be killed; make it longer"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert all(read_result(j)["status"] == "running" for j in second)
+    mtimes = [(j / "result.json").stat().st_mtime_ns for j in first]
+
+    run_cli(*KILLED, f"hydra.sweep.dir={sweep}")
+    assert [(j / "result.json").stat().st_mtime_ns for j in first] == mtimes  # skipped
+    logs = "".join(p.read_text() for p in (sweep / ".stacks").glob("*/*.log"))
+    assert "resuming 3 members from their checkpoints" in logs
+
+    run_cli(*KILLED, f"hydra.sweep.dir={tmp_path / 'whole'}")
+    for killed, whole in zip(second, _members(tmp_path / "whole", 3), strict=True):
+        resumed, reference = read_result(killed), read_result(whole)
+        assert resumed["status"] == reference["status"] == "completed"
+        assert resumed["global_step"] == reference["global_step"]
+        assert resumed["init"] == pytest.approx(reference["init"], rel=1e-5, abs=1e-6)
+        assert resumed["metrics"] == pytest.approx(reference["metrics"], rel=1e-5, abs=1e-6)
+
+
+@pytest.mark.slow
+def test_an_experiment_run_stacked_keeps_its_outcome(run_cli, tmp_path):
+    # zero_centering: 3 activations x 3 seeds, so 3 stacks of 3 seeds; docs/experiments.md's
+    # outcome (tanh < zero-centred sigmoid < sigmoid in training loss) on every seed.
+    sweep = tmp_path / "zc"
+    run_cli(
+        "-m",
+        "experiment=zero_centering",
+        "launcher=stacked",
+        "max_epochs=4",
+        "trainer.enable_progress_bar=false",
+        f"hydra.sweep.dir={sweep}",
+    )
+    loss: dict[tuple[str, int], float] = {}
+    for job in (p for p in sweep.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        result = read_result(job)
+        assert result["status"] == "completed" and result["stack"]["members"] == 3
+        values = dict(o.split("=", 1) for o in result["overrides"] if "=" in o)
+        loss[values["activation"], int(values["seed"])] = result["metrics"]["train/loss"]
+    assert len(loss) == 9
+    for seed in (0, 1, 2):
+        assert loss["tanh", seed] < loss["zero_centred_sigmoid", seed] < loss["sigmoid", seed]

@@ -545,8 +545,8 @@ def run_check(
         left = budget_s - (time.perf_counter() - start)
         if left < 10:
             report["items"][name] = {"status": "skipped", "reason": "total budget spent"}
-            continue
-        report["items"][name] = _run_item(name, out, device, quick, min(limit, left))
+        else:
+            report["items"][name] = _run_item(name, out, device, quick, min(limit, left))
         report["wall_s"] = round(time.perf_counter() - start, 1)
         write_json_atomic(out / REPORT_FILE, report)
     (out / SUMMARY_FILE).write_text(summary(report) + "\n")

@@ -152,3 +152,11 @@ def test_the_script_runs_every_item_on_cpu(run_cli, tmp_path):
     sweep = report["items"]["sweep"]
     assert sweep["all_completed"] and sweep["tensorboard_complete"] and len(sweep["jobs"]) == 2
     assert "sweep: 2 jobs, all completed True" in proc.stdout
+
+
+def test_precheck_prints_versions_and_what_is_missing(monkeypatch, capsys):
+    monkeypatch.setattr(gpu_check, "NEEDED", ("lightning", "no_such_module", "no_pkg.sub"))
+    gpu_check.main(["--precheck"])
+    line = capsys.readouterr().out.strip()
+    assert f"torch {torch.__version__}" in line
+    assert line.endswith("missing: no_such_module, no_pkg.sub")

@@ -69,7 +69,7 @@ FULL = Sizes(
     determinism_epochs=5,
     case_a_steps=1500,
     members=[1, 16, 256, 1024],
-    packing=["data=digits", "depth=5", "width=128", "max_epochs=30"],
+    packing=["data=digits", "depth=5", "width=128", "max_epochs=50"],  # spans of several s
 )
 QUICK = Sizes(
     sweep=["activation=relu,tanh", "depth=3", "max_epochs=1"],
@@ -416,13 +416,8 @@ def item_throughput(run: ItemRun) -> None:
 
 def _ray_launcher() -> str | None:
     """Why the Ray launcher cannot run here, or None when it can."""
-    import importlib.util
-
     for module in ("ray", "hydra_plugins.hydra_ray_launcher"):
-        try:
-            if importlib.util.find_spec(module) is None:
-                return f"{module} is not importable"
-        except ModuleNotFoundError:
+        if not _importable(module):
             return f"{module} is not importable"
     return None
 
@@ -487,6 +482,43 @@ def device_info(device: str) -> dict[str, Any]:
         props = torch.cuda.get_device_properties(0)
         info.update(gpu=props.name, gpu_mib=round(props.total_memory / 2**20))
     return info
+
+
+# What the check imports (module names): the training stack, its data, the Ray launcher.
+NEEDED = (
+    "lightning",
+    "hydra",
+    "omegaconf",
+    "antlr4",
+    "tensorboard",
+    "torchmetrics",
+    "tqdm",
+    "yaml",
+    "sklearn",
+    "scipy",
+    "numpy",
+    "ray",
+    "hydra_plugins.hydra_ray_launcher",
+)
+
+
+def _importable(module: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # its parent package is missing
+        return False
+
+
+def precheck() -> str:
+    """One line: Python, torch, its CUDA, the GPU, and the modules the check lacks."""
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no CUDA device"
+    missing = [m for m in NEEDED if not _importable(m)]
+    return (
+        f"python {sys.version.split()[0]}, torch {torch.__version__}, CUDA {torch.version.cuda}"
+        f", {gpu}; missing: {', '.join(missing) or 'nothing'}"
+    )
 
 
 def _run_item(name: str, out: Path, device: str, quick: bool, timeout: float) -> dict[str, Any]:
@@ -622,7 +654,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--budget", type=float, default=TOTAL_BUDGET_S, help="seconds in all")
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda", help=argparse.SUPPRESS)
     parser.add_argument("--item", choices=tuple(ITEMS), help=argparse.SUPPRESS)  # a child's
+    parser.add_argument(
+        "--precheck", action="store_true", help="print what this Python has, then exit"
+    )
     args = parser.parse_args(argv)
+    if args.precheck:
+        print(precheck())
+        return
     if args.item:
         sizes = QUICK if args.quick else FULL
         ITEMS[args.item](ItemRun(args.item, args.out.resolve(), args.device, sizes, {}))

@@ -263,9 +263,11 @@ def item_sweep(run: ItemRun) -> None:
     """Item 1: the sweep of DESIGN.md on the device (accelerator auto)."""
     figures = _sweep_cli(run, run.sizes.sweep, run.out / "sweep")
     jobs = figures["jobs"]
+    expected = math.prod(len(arg.split("=", 1)[1].split(",")) for arg in run.sizes.sweep)
     run.put(
         **figures,
-        all_completed=bool(jobs) and all(j["status"] == "completed" for j in jobs),
+        jobs_expected=expected,
+        all_completed=len(jobs) == expected and all(j["status"] == "completed" for j in jobs),
         tensorboard_complete=bool(jobs)
         and all(not j["missing_tags"] and j["events_reach_last_step"] for j in jobs),
         wall_s_per_job=[j["wall_s"] for j in jobs],
@@ -378,6 +380,7 @@ def item_throughput(run: ItemRun) -> None:
 
     overrides, steps = CASES[0].overrides, run.sizes.case_a_steps
     out = run.out / "throughput"
+    plain_loop(overrides, 10, out / "warm_up", run.device)  # the device's context, cuBLAS
     plain = plain_loop(overrides, steps, out / "plain", run.device)
     tmpl = template(overrides, steps, out / "template", True, run.accelerator)
     bare = template(overrides, steps, out / "bare", False, run.accelerator)

@@ -79,19 +79,21 @@ def _compose(overrides: list[str], out: Path) -> object:
     return cfg
 
 
-def plain_loop(overrides: list[str], steps: int, out: Path) -> float:
-    """The notebook's loop over in-memory tensors: forward, loss, backward, step, zero_grad."""
+def plain_loop(overrides: list[str], steps: int, out: Path, device: str = "cpu") -> float:
+    """The notebook's loop over in-memory tensors on ``device``: forward, loss, backward,
+    step, zero_grad."""
     cfg = _compose(overrides, out)
     if cfg.get("num_threads"):
         torch.set_num_threads(int(cfg.num_threads))  # the same threads as the template's jobs
     datamodule = build_data(cfg)
-    model, task = build_network(cfg, datamodule), datamodule.task  # a plain MLP
+    model, task = build_network(cfg, datamodule).to(device), datamodule.task  # a plain MLP
     optimizer = instantiate(cfg.optimizer)(model.parameters())
-    x, y, bs = datamodule.x_train, datamodule.y_train, datamodule.batch_size
+    x, y = datamodule.x_train.to(device), datamodule.y_train.to(device)
+    bs = datamodule.batch_size
     start = time.perf_counter()
     done = 0
     while done < steps:
-        perm = torch.randperm(len(x))
+        perm = torch.randperm(len(x), device=device)
         xs, ys = x[perm], y[perm]
         for i in range(0, len(x), bs):
             out_ = model(xs[i : i + bs])
@@ -105,12 +107,17 @@ def plain_loop(overrides: list[str], steps: int, out: Path) -> float:
             done += 1
             if done == steps:
                 break
+    if x.is_cuda:
+        torch.cuda.synchronize()  # the clock stops when the device's queued steps are done
     return time.perf_counter() - start
 
 
-def template(overrides: list[str], steps: int, out: Path, instruments: bool) -> float:
-    """``train(cfg)`` as a user runs it (wall time of the whole job, build to result.json)."""
-    cfg = _compose([*overrides, *_max_steps(steps, instruments)], out)
+def template(
+    overrides: list[str], steps: int, out: Path, instruments: bool, device: str = "cpu"
+) -> float:
+    """``train(cfg)`` as a user runs it (wall time of the whole job, build to result.json),
+    on the Lightning accelerator ``device``."""
+    cfg = _compose([*overrides, *_max_steps(steps, instruments, device)], out)
     start = time.perf_counter()
     result = train(cfg)
     elapsed = time.perf_counter() - start
@@ -119,20 +126,28 @@ def template(overrides: list[str], steps: int, out: Path, instruments: bool) -> 
     return elapsed
 
 
-def _max_steps(steps: int, instruments: bool) -> list[str]:
+def _max_steps(steps: int, instruments: bool, device: str = "cpu") -> list[str]:
     extra = [
         f"+trainer.max_steps={steps}",
         "max_epochs=-1",
         "trainer.enable_progress_bar=false",
-        "trainer.accelerator=cpu",
+        f"trainer.accelerator={device}",
     ]
     return extra if instruments else [*extra, "callbacks=none"]
 
 
-def stacked(overrides: list[str], steps: int, out: Path, members: int, instruments: bool) -> float:
-    """``train_stack`` of ``members`` jobs (seeds 0..M-1) as one stack (wall time)."""
+def stacked(
+    overrides: list[str],
+    steps: int,
+    out: Path,
+    members: int,
+    instruments: bool,
+    device: str = "cpu",
+) -> float:
+    """``train_stack`` of ``members`` jobs (seeds 0..M-1) as one stack on the Lightning
+    accelerator ``device`` (wall time)."""
     cfgs = [
-        _compose([*overrides, *_max_steps(steps, instruments), f"seed={m}"], out / f"m{m}")
+        _compose([*overrides, *_max_steps(steps, instruments, device), f"seed={m}"], out / f"m{m}")
         for m in range(members)
     ]
     start = time.perf_counter()

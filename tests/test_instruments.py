@@ -373,7 +373,7 @@ def test_jacobian_singular_values_of_a_linear_orthogonal_stack_are_one():
     net = MLP(5, 3, depth=5, width=16, activation=nn.Identity)
     Orthogonal()(net)
     s = hidden_jacobian_singular_values(net, torch.randn(4, 5))
-    assert s.shape == (4, 16)
+    assert s.shape == (1, 4, 16)  # (members, samples, width): a plain MLP is a stack of one
     assert s.min().item() == pytest.approx(1.0, abs=1e-5)
     assert s.max().item() == pytest.approx(1.0, abs=1e-5)
     with torch.no_grad():

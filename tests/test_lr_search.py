@@ -220,3 +220,15 @@ def test_startup_learning_rates_spread_over_the_log_range():
     assert [b - a for a, b in itertools.pairwise(logs)] == pytest.approx([1.0, 1.0, 1.0])
     other = SearchSettings(1e-4, 1.0, 8, (0,), 4, 1)
     assert startup_lr(other, 0) != pytest.approx(startup_lr(settings, 0))
+
+
+def test_a_search_runs_its_trials_through_the_stacked_launcher(run_cli, tmp_path):
+    # Each batch is one trial per cell with its seeds: the seeds of a trial share a stack.
+    sweep = tmp_path / "sweep"
+    run_cli(*SEARCH, "launcher=stacked", "activation=relu,tanh", f"hydra.sweep.dir={sweep}")
+    jobs = _job_dirs(sweep)
+    assert len(jobs) == 8, sorted(jobs)
+    stacks = {read_result(sweep / name)["stack"]["members"] for name in jobs}
+    assert stacks == {2}  # a trial's two seeds
+    assert [r["activation"] for r in _best_rows(sweep)] == ["relu", "tanh"]
+    assert all({x.state for x in t} == {TrialState.COMPLETE} for t in _trials(sweep).values())

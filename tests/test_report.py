@@ -269,7 +269,9 @@ def test_theory_beside_measurement(tmp_path: Path, figures: dict[str, Figure]) -
     assert {r["theory:chi1"] for r in rows.values()} == {"0.5", "1.5"}
     assert "theory:notes" not in next(iter(rows.values()))
     md = (sweep / "report" / "summary.md").read_text()
-    assert "## theory:chi1" in md and "| 1.500 ± 0.000 (n=2) |" in md
+    assert (
+        "## theory:chi1" in md and "| 1.500 ± 0.000 [1.500, 1.500] (n=2, range 1.500–1.500) |" in md
+    )
     left, right = figures["theory_init.png"].axes[:2]
     lines = {line.get_label(): line for line in left.lines}
     measured = lines["initializer.sigma_w2=1.0 (n=2)"]

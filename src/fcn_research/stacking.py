@@ -44,6 +44,7 @@ MEMBER_KEYS = (
     "optimizer.betas",
     "optimizer.eps",
     "optimizer.weight_decay",
+    "callbacks.theory.initializer",  # the theory instrument reads the member's own initializer
 )
 # Where and how a job runs; the launcher knobs are the sweep's override_dirname.exclude_keys.
 RUN_KEYS = ("output_dir", "resume", "num_threads")

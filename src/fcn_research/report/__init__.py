@@ -64,6 +64,7 @@ from fcn_research.report.loading import (
 )
 from fcn_research.report.tables import (
     LAYER_FAMILY,
+    THEORY,
     Report,
     cell_rows,
     family_pattern,
@@ -145,7 +146,8 @@ def write_report(
     _write_csv(out / "cells.csv", cell_rows(sweep, scalars, summary), ["metric", "n"])
     report.files.append(out / "cells.csv")
     if compared:
-        rows = baseline_tests.comparisons(sweep, scalars, *compared, summary)
+        measured = [m for m in scalars if not m.startswith(THEORY)]  # not predictions
+        rows = baseline_tests.comparisons(sweep, measured, *compared, summary)
         report.sections += baseline_tests.markdown_lines(rows, "=".join(compared))
         _write_csv(out / "comparisons.csv", baseline_tests.csv_rows(rows), ["metric"])
         report.files.append(out / "comparisons.csv")

@@ -316,8 +316,10 @@ def theory_vs_measured(sweep: Sweep, path: Path) -> str | None:
             for profiles, style, suffix in ((measured, "-", ""), (predicted, "--", " (theory)")):
                 if label not in profiles:
                     continue
-                layers, n = profiles[label]
-                points = [(k, v) for k, v in layers.items() if v > 0 or not log]
+                layers = profiles[label]  # layer -> the seeds' values
+                n = max(len(vs) for vs in layers.values())
+                means = {k: statistics.fmean(vs) for k, vs in layers.items()}
+                points = [(k, v) for k, v in means.items() if v > 0 or not log]
                 ax.plot(
                     [k for k, _ in points],
                     [v for _, v in points],

@@ -83,6 +83,11 @@ class _Member:
     ret: JobReturn
 
 
+# Config groups that set hydra.* nodes (hparams_search picks the sweeper whose settings a
+# sweep's hydra.sweeper.* overrides set): the stack's own config is composed with them too.
+HYDRA_GROUPS = ("hparams_search",)
+
+
 class StackedLauncher(Launcher):
     """Runs a sweep's jobs as stacks of members, each stack one job of ``stack_on``."""
 
@@ -173,7 +178,9 @@ class StackedLauncher(Launcher):
         overrides = [f"launcher={self.stack_on}"]
         for line in self.config.hydra.overrides.task:
             key = str(line).split("=", 1)[0].lstrip("+~")
-            if key in excluded and key not in OWN_KNOBS and "." not in key and key in self.config:
+            if key in HYDRA_GROUPS:  # a group that the sweep's hydra.* overrides refer to
+                overrides.append(str(line))
+            elif key in excluded and key not in OWN_KNOBS and "." not in key and key in self.config:
                 overrides.append(f"++{key}={_override_value(self.config[key])}")
         return overrides
 

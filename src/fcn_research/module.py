@@ -51,7 +51,7 @@ class FCNModule(L.LightningModule):
     Logs ``train/loss``, ``val/loss`` and ``train/acc``, ``val/acc`` (classification) or
     ``val/mse`` (regression) once per epoch, each a mean over the epoch's samples, at the
     optimizer step where the epoch ended (``trainer.global_step``, the axis every instrument
-    uses). A batch may be a list of mini-batches: one optimizer step each, in order (the
+    uses). ``trainer.test`` logs ``test/loss`` and ``test/acc`` or ``test/mse`` the same way. A batch may be a list of mini-batches: one optimizer step each, in order (the
     datamodule's ``steps_per_batch``). A non-finite epoch loss marks the run as diverged
     (``train/diverged`` = 1) and stops it.
     """
@@ -196,15 +196,28 @@ class FCNModule(L.LightningModule):
         self._val_samples += len(x)
 
     def on_validation_epoch_end(self) -> None:
+        self._log_evaluation("val")
+
+    def _log_evaluation(self, split: str) -> None:
         # Two logs per epoch, not two per batch: Lightning's self.log costs ~0.3 ms a call.
         if self._val_samples:
             # On the progress bar: validation ends before the bar's epoch-end refresh (train/*,
             # logged in on_train_epoch_end, would show there one epoch late).
             loss = self._val_loss_sum / self._val_samples
-            self.log("val/loss", loss, sync_dist=True, prog_bar=True)
+            self.log(f"{split}/loss", loss, sync_dist=True, prog_bar=True)
             metric = self.val_metric.compute()
-            self.log(f"val/{self.metric_name}", metric, sync_dist=True, prog_bar=True)
+            self.log(f"{split}/{self.metric_name}", metric, sync_dist=True, prog_bar=True)
         self.val_metric.reset()
+
+    # The test split is evaluated as validation is, once, after fit (train.evaluate_test).
+    def on_test_epoch_start(self) -> None:
+        self.on_validation_epoch_start()
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self.validation_step(batch, batch_idx)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_evaluation("test")
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return self.optimizer_factory(self.parameters())

@@ -32,6 +32,7 @@ class ResultRecorder(Callback):
     - at the end of training: the final ``metrics`` (Lightning's callback metrics and the
       instruments' final values), ``epochs`` and ``global_step``;
     - after a ``trainer.validate`` of the trained network: its metrics, in place of the fit's.
+    - after a ``trainer.test``: the ``test/*`` metrics, beside the fit's.
 
     ``train()`` reads them back after ``fit``: one path for a single process and for
     ``ddp_spawn``, whose workers hand none of their callback state back to the launcher.
@@ -77,3 +78,10 @@ class ResultRecorder(Callback):
             return
         metrics = (read_result(self.job_dir) or {}).get("metrics", {})
         update_result(self.job_dir, metrics={**metrics, **_callback_metrics(trainer)})
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.global_rank != 0:
+            return
+        metrics = (read_result(self.job_dir) or {}).get("metrics", {})
+        tested = {k: v for k, v in _callback_metrics(trainer).items() if k.startswith("test/")}
+        update_result(self.job_dir, metrics={**metrics, **tested})

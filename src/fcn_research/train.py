@@ -32,6 +32,7 @@ from fcn_research.cli import job_dirname as job_dirname
 from fcn_research.cli import unique_dir as unique_dir
 from fcn_research.config_checks import ConfigError, check_config, exit_refused, refusal
 from fcn_research.data.base import InMemoryDataModule
+from fcn_research.evaluation import best_val_checkpoint, evaluate_test
 from fcn_research.job_lock import LOCK_FILE, JobDirBusy, job_dir_lock
 from fcn_research.model import MLP, hidden_widths
 from fcn_research.module import FCNModule
@@ -289,10 +290,16 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
         except ValueError as err:  # data or initializer settings that only building shows bad
             raise ConfigError(str(err)) from err
         module.run_hparams = result["hparams"]  # what HParamsSummary shows for this run
+        # Lightning's own record of them: the logger's hparams.yaml and the checkpoint.
+        module.save_hyperparameters(result["hparams"])
         # The task and class count (the report's chance level) without importing the data code.
         result.update(task=datamodule.task, num_classes=datamodule.num_classes)
         # The recorder last: it writes what the instruments before it measured.
-        callbacks = [*_instantiate_all(cfg.get("callbacks")), ResultRecorder(out)]
+        callbacks = [
+            *_instantiate_all(cfg.get("callbacks")),
+            *best_val_checkpoint(cfg, module),
+            ResultRecorder(out),
+        ]
         loggers = _instantiate_all(cfg.get("logger"))
         trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
         apply_trainer_options(trainer, module, datamodule)  # before fit: it picks the batching
@@ -318,6 +325,8 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
             # under ddp_spawn this process's trainer never counted: the recorded step).
             trainer.fit_loop.epoch_loop._batches_that_stepped = result["global_step"]
             trainer.validate(module, datamodule=datamodule, verbose=False)
+            _take_recorded(result, out)
+        if evaluate_test(trainer, module, datamodule, cfg, result["global_step"]):
             _take_recorded(result, out)
         diverged = module.diverged or result["metrics"].get("train/diverged", 0.0) > 0
         result["status"] = "diverged" if diverged else "completed"

@@ -51,7 +51,8 @@ class FCNModule(L.LightningModule):
     Logs ``train/loss``, ``val/loss`` and ``train/acc``, ``val/acc`` (classification) or
     ``val/mse`` (regression) once per epoch, each a mean over the epoch's samples, at the
     optimizer step where the epoch ended (``trainer.global_step``, the axis every instrument
-    uses). ``trainer.test`` logs ``test/loss`` and ``test/acc`` or ``test/mse`` the same way. A batch may be a list of mini-batches: one optimizer step each, in order (the
+    uses). ``trainer.test`` logs ``test/loss`` and ``test/acc`` or ``test/mse`` the same way.
+    A batch may be a list of mini-batches: one optimizer step each, in order (the
     datamodule's ``steps_per_batch``). A non-finite epoch loss marks the run as diverged
     (``train/diverged`` = 1) and stops it.
     """

@@ -19,6 +19,7 @@ from rich.table import Table
 from fcn_research.report.loading import DASH, REPLICATE_AXIS, Sweep
 
 VAL_METRICS = ("val/acc", "val/mse", "val/loss")
+TEST_METRICS = ("test/acc", "test/mse")
 INSTRUMENT_METRICS = ("neurons/dead_fraction", "grad_norm/ratio_first_last")
 NON_FINITE = "NaN/inf"  # a completed job whose metric is NaN or inf (null in result.json)
 
@@ -145,10 +146,12 @@ def pivots(sweep: Sweep, metric: str) -> list[Pivot]:
 
 
 def report_metrics(sweep: Sweep) -> list[str]:
-    """The validation metric (acc, else mse, else loss) and the instrument summaries."""
+    """The validation metric (acc, else mse, else loss), the test metric where the jobs have
+    one, and the instrument summaries."""
     present = {k for job in sweep.jobs for k in job.result.get("metrics") or {}}
     val = next((m for m in VAL_METRICS if m in present), VAL_METRICS[0])
-    return [val, *INSTRUMENT_METRICS]
+    test = [m for m in TEST_METRICS if m in present][:1]
+    return [val, *test, *INSTRUMENT_METRICS]
 
 
 def write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:

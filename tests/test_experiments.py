@@ -30,6 +30,7 @@ EXPERIMENTS = [
     "maxout",
     "pruning",
     "activation_zoo",
+    "mnist1d_baselines",
 ]
 SMALL = ["data.num_samples=200", "max_epochs=1"]
 

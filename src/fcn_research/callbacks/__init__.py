@@ -1,5 +1,6 @@
 """Instruments: Lightning callbacks, one file each, configured in ``conf/callbacks/``."""
 
+from fcn_research.callbacks.activation_params import ActivationParameters
 from fcn_research.callbacks.decision_boundary import DecisionBoundary
 from fcn_research.callbacks.function_fit import FunctionFit
 from fcn_research.callbacks.gradients import GradientMonitor
@@ -10,6 +11,7 @@ from fcn_research.callbacks.schedule import LogSchedule
 from fcn_research.callbacks.sparsity import WeightSparsity
 
 __all__ = [
+    "ActivationParameters",
     "DecisionBoundary",
     "FunctionFit",
     "GradientMonitor",

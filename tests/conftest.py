@@ -32,6 +32,19 @@ def nothing_written_into_the_repo() -> Iterator[None]:
     assert not new, f"tests wrote into the repo: {new[:5]}"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def data_cache_in_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Generated data (data=mnist1d) is cached in a session tmp dir, not in ~/.cache; the
+    CLI's subprocesses inherit it."""
+    before = os.environ.get("FCN_CACHE_DIR")
+    os.environ["FCN_CACHE_DIR"] = str(tmp_path_factory.mktemp("fcn_cache"))
+    yield
+    if before is None:
+        os.environ.pop("FCN_CACHE_DIR", None)
+    else:
+        os.environ["FCN_CACHE_DIR"] = before
+
+
 @pytest.fixture
 def make_cfg(tmp_path: Path) -> Iterator[Callable[..., DictConfig]]:
     """``make_cfg(*overrides, output_dir=...)``: the composed config, as ``train.py`` sees it."""

@@ -21,10 +21,10 @@ def test_2d_shapes_reproducible_from_seed(shape):
     a = built(Playground2D(shape, num_samples=200, seed=3))
     b = built(Playground2D(shape, num_samples=200, seed=3))
     c = built(Playground2D(shape, num_samples=200, seed=4))
-    for key in ("x_train", "y_train", "x_val", "y_val"):
+    for key in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test"):
         assert torch.equal(getattr(a, key), getattr(b, key)), key
     assert not torch.equal(a.x_train, c.x_train)
-    assert a.x_train.shape == (160, 2) and a.x_train.dtype == torch.float32
+    assert a.x_train.shape == (120, 2) and a.x_train.dtype == torch.float32  # 60 % of 200
     assert set(a.y_train.unique().tolist()) == {0.0, 1.0}, "both classes present"
 
 
@@ -62,7 +62,7 @@ DATA_OPTIONS = ["moons", "xor", "circle", "gauss", "spiral", "function", "digits
 def test_seed_changes_init_and_batch_order_but_not_the_data(make_cfg, data):
     runs = {seed: build(make_cfg(f"data={data}", f"seed={seed}")) for seed in (0, 1)}
     (dm0, model0), (dm1, model1) = runs[0], runs[1]
-    for key in ("x_train", "y_train", "x_val", "y_val"):
+    for key in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test"):
         assert torch.equal(getattr(dm0, key), getattr(dm1, key)), key
     assert not torch.equal(dm0.first_train_batch()[0], dm1.first_train_batch()[0])
     assert not torch.equal(model0.model.linears[0].weight, model1.model.linears[0].weight)
@@ -70,18 +70,45 @@ def test_seed_changes_init_and_batch_order_but_not_the_data(make_cfg, data):
     assert not torch.equal(other_data.x_train, dm0.x_train)
 
 
-@pytest.mark.parametrize(("n", "frac", "n_train", "n_val"), [(200, 0.25, 150, 50), (10, 0.2, 8, 2)])
-def test_split_sizes(n, frac, n_train, n_val):
-    dm = built(Playground2D("circle", num_samples=n, val_fraction=frac))
+@pytest.mark.parametrize(
+    ("n", "frac", "test_frac", "n_train", "n_val", "n_test"),
+    [(200, 0.25, 0.0, 150, 50, 0), (10, 0.2, 0.0, 8, 2, 0), (200, 0.25, 0.2, 110, 50, 40)],
+)
+def test_split_sizes(n, frac, test_frac, n_train, n_val, n_test):
+    dm = built(Playground2D("circle", num_samples=n, val_fraction=frac, test_fraction=test_frac))
     assert (len(dm.x_train), len(dm.x_val)) == (n_train, n_val)
     assert len(dm.y_train) == n_train and len(dm.y_val) == n_val
+    assert dm.has_test == bool(n_test)
+    if n_test:
+        assert len(dm.x_test) == len(dm.y_test) == n_test
 
 
 def test_splits_are_disjoint():
-    dm = built(Playground2D("gauss", num_samples=100, val_fraction=0.3))
+    dm = built(Playground2D("gauss", num_samples=100, val_fraction=0.3, test_fraction=0.2))
     rows = {tuple(r.tolist()) for r in dm.x_train}
-    assert len(rows) == 70
-    assert not rows & {tuple(r.tolist()) for r in dm.x_val}
+    assert len(rows) == 50
+    val = {tuple(r.tolist()) for r in dm.x_val}
+    test = {tuple(r.tolist()) for r in dm.x_test}
+    assert len(test) == 20
+    assert not rows & val and not rows & test and not val & test
+
+
+def test_test_split_leaves_validation_as_it_was():
+    # Validation is the seeded permutation's first val_fraction whatever test_fraction is.
+    with_test = built(Playground2D("moons", num_samples=300, test_fraction=0.2))
+    without = built(Playground2D("moons", num_samples=300, test_fraction=0.0))
+    assert torch.equal(with_test.y_val, without.y_val)
+    assert (len(without.x_train), len(with_test.x_train), len(with_test.x_test)) == (240, 180, 60)
+
+
+def test_test_split_refuses_fractions_that_leave_no_training_data():
+    with pytest.raises(ValueError, match=r"test_fraction must be in \[0, 1\).*got 0.8"):
+        Playground2D("moons", val_fraction=0.2, test_fraction=0.8)
+    with pytest.raises(ValueError, match=r"too few for val_fraction=0.25 and test_fraction=0.1"):
+        built(Playground2D("moons", num_samples=4, val_fraction=0.25, test_fraction=0.1))
+    dm = built(Playground2D("moons", num_samples=50, test_fraction=0.0))
+    with pytest.raises(RuntimeError, match=r"has no test split.*data\.test_fraction > 0"):
+        dm.test_dataloader()
 
 
 def test_too_few_samples_for_split():
@@ -187,7 +214,8 @@ def test_digits():
     dm = built(Digits(val_fraction=0.2))
     assert dm.num_features == 64
     assert dm.task == "multiclass" and dm.num_outputs == 10
-    assert len(dm.x_train) + len(dm.x_val) == 1797
+    assert len(dm.x_train) + len(dm.x_val) + len(dm.x_test) == 1797
+    assert len(dm.x_test) == round(1797 * 0.2)
     assert dm.y_train.dtype == torch.long
     assert set(dm.y_train.unique().tolist()) == set(range(10))
 

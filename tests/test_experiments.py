@@ -32,6 +32,7 @@ EXPERIMENTS = [
     "activation_zoo",
     "edge_of_chaos",
     "dynamical_isometry",
+    "mnist1d_baselines",
 ]
 SMALL = ["data.num_samples=200", "max_epochs=1"]
 
@@ -226,7 +227,9 @@ def test_universal_approximation_error_falls_with_width_and_logs_the_fit(make_cf
             "experiment=universal_approximation",
             f"width={width}",
             f"seed={seed}",
-            "max_epochs=60",
+            # ~1500 optimizer steps: 600 training points (of 1000; 200 validate, 200 test) in 19
+            # batches of 32 per epoch.
+            "max_epochs=80",
             output_dir=out,
         )
         mse[width] = train(cfg)["metrics"]["val/mse"]
@@ -344,7 +347,8 @@ PRUNED = ["experiment=pruning", "max_epochs=2", "callbacks.pruning.amount=0.6"]
 
 def assert_final_metrics_describe_the_checkpoint(cfg, out: Path, result: dict) -> None:
     """result.json's final val/* and sparsity, and the last val/acc TensorBoard point, are a
-    re-evaluation of the final checkpoint's weights on the validation split."""
+    re-evaluation of the final checkpoint's weights on the validation split; test/* the same
+    on the test split (the final pruned network is the one tested)."""
     datamodule, module = build(cfg)
     state = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     module.load_state_dict(state["state_dict"])
@@ -364,6 +368,13 @@ def assert_final_metrics_describe_the_checkpoint(cfg, out: Path, result: dict) -
     last = events.Scalars("val/acc")[-1]
     assert last.step == result["global_step"]
     assert last.value == pytest.approx(acc, abs=1e-6)
+    with torch.no_grad():
+        loss, pred = module.loss_and_predictions(datamodule.x_test, datamodule.y_test)
+    test_acc = (pred.argmax(-1) == datamodule.y_test).float().mean().item()
+    assert result["metrics"]["test/acc"] == pytest.approx(test_acc, abs=1e-6)
+    assert result["metrics"]["test/loss"] == pytest.approx(loss.item(), rel=1e-5)
+    (tested,) = events.Scalars("test/acc")
+    assert tested.step == result["global_step"]
 
 
 def test_pruning_final_metrics_describe_the_final_network(make_cfg, tmp_path):

@@ -74,7 +74,7 @@ def test_steps_per_batch_trains_exactly_as_single_batches(make_cfg, tmp_path, ov
 
 
 def test_grouped_batches_keep_order_and_count():
-    dm = Playground2D("moons", num_samples=250, batch_size=32, val_fraction=0.2)
+    dm = Playground2D("moons", num_samples=250, batch_size=32, val_fraction=0.2, test_fraction=0)
     dm.setup("fit")
     singles = list(dm.train_dataloader())
     dm._loaders.clear()

@@ -23,7 +23,7 @@ from fcn_research.gpu_check import (
 from fcn_research.module import FCNModule
 from fcn_research.train import train
 
-SMALL = ["depth=3", "width=16", "max_epochs=1"]  # moons: 13 optimizer steps
+SMALL = ["depth=3", "width=16", "max_epochs=1"]  # moons: 10 optimizer steps
 
 
 def _item(name, tmp_path):
@@ -66,8 +66,8 @@ def test_host_sync_counter_sees_none_on_cpu_and_places_a_synthetic_one(
         original(self, optimizer)
 
     monkeypatch.setattr(FCNModule, "on_before_optimizer_step", syncing)
-    result = train(make_cfg(*SMALL, *counter, output_dir=tmp_path / "synced"))
-    assert result["global_step"] == 13
+    result = train(make_cfg(*SMALL, "max_epochs=2", *counter, output_dir=tmp_path / "synced"))
+    assert result["global_step"] == 20
     synced = json.loads((tmp_path / "syncs.json").read_text())
     assert synced == {"outside_logging": 1, "at_logging": 1, "steps_outside": [11]}
 

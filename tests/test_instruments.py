@@ -115,7 +115,8 @@ def test_constant_layer_on_deep_sigmoid_vanishes(make_cfg, seed):
         f"seed={seed}",
     )
     init = train(cfg)["init"]
-    assert init["grad_norm/ratio_first_last"] < 1e-3  # orders of magnitude below 1
+    # Orders of magnitude below 1 (measured: 1.5e-5 and 5.9e-3 for seeds 0 and 1).
+    assert init["grad_norm/ratio_first_last"] < 1e-2
 
 
 def _probe_grad_norms(module, x, y) -> list[float]:
@@ -145,33 +146,35 @@ def test_grad_norms_are_the_probe_gradient_at_step_0_and_at_the_end(make_cfg, tm
 
 
 def test_every_tag_shares_the_optimizer_step_axis(make_cfg, tmp_path):
-    # 160 training samples in batches of 64: 3 optimizer steps per epoch, and with the
-    # default steps_per_batch=8 one Lightning batch per epoch (Lightning's own count: 1, 2, 3).
+    # 120 training samples (of 200; 40 validate, 40 test) in batches of 64: 2 optimizer steps
+    # per epoch, and with the default steps_per_batch=8 one Lightning batch per epoch
+    # (Lightning's own count: 1, 2, 3).
     cfg = make_cfg(*SMALL, "max_epochs=3", output_dir=tmp_path / "job")
     result = train(cfg)
-    assert result["global_step"] == 9
+    assert result["global_step"] == 6
     acc = EventAccumulator(str(tmp_path / "job"), size_guidance={"scalars": 0, "images": 0})
     acc.Reload()
-    epoch_ends = [3, 6, 9]
+    epoch_ends = [2, 4, 6]
     for tag in ("train/loss", "train/acc", "val/loss", "val/acc"):
         assert [e.step for e in acc.Scalars(tag)] == epoch_ends, tag
     assert sorted({e.step for e in acc.Scalars("epoch")}) == epoch_ends
     assert [e.value for e in acc.Scalars("train/loss")][-1] == pytest.approx(
         result["metrics"]["train/loss"]
     )
-    assert [e.step for e in acc.Scalars("grad_norm/layer_01")] == list(range(10))
-    assert [e.step for e in acc.Scalars("neurons/dead_fraction")] == list(range(10))
+    assert [e.step for e in acc.Scalars("grad_norm/layer_01")] == list(range(7))
+    assert [e.step for e in acc.Scalars("neurons/dead_fraction")] == list(range(7))
+    assert [e.step for e in acc.Scalars("test/acc")] == [6]  # once, after training
     assert {e.step for e in acc.Images("decision_boundary")} <= {0, *epoch_ends}
-    assert max(e.step for e in acc.Images("decision_boundary")) == 9
+    assert max(e.step for e in acc.Images("decision_boundary")) == 6
 
 
 def test_train_loss_is_a_mean_over_samples(make_cfg, tmp_path):
-    # 800 training samples in batches of 700 and 100; lr 1e-12 keeps the network as it was
-    # built, so the epoch's train/loss is the mean loss over the 800 samples (a mean of the
-    # two batch means would weigh the 100 samples 7x as much).
+    # 800 training samples (no test split held out) in batches of 700 and 100; lr 1e-12 keeps
+    # the network as it was built, so the epoch's train/loss is the mean loss over the 800
+    # samples (a mean of the two batch means would weigh the 100 samples 7x as much).
     cfg = make_cfg(
-        "callbacks=none", "max_epochs=1", "data.num_samples=1000", "batch_size=700",
-        "lr=1e-12", output_dir=tmp_path / "job",
+        "callbacks=none", "max_epochs=1", "data.num_samples=1000", "data.test_fraction=0",
+        "batch_size=700", "lr=1e-12", output_dir=tmp_path / "job",
     )  # fmt: skip
     result = train(cfg)
     L.seed_everything(cfg.seed, verbose=False)
@@ -330,10 +333,10 @@ def test_resumed_run_keeps_init_and_histogram_bins(make_cfg, tmp_path):
     acc = EventAccumulator(str(job), size_guidance={"histograms": 0})
     acc.Reload()
     events = acc.Histograms("grad/layer_02")
-    assert {e.step for e in events} >= {0, 6, 12}  # before and after the resume
+    assert {e.step for e in events} >= {0, 4, 8}  # before and after the resume
     acc.Reload()
     for tag in ("train/loss", "val/acc"):  # one step axis across the resume too
-        assert [e.step for e in acc.Scalars(tag)] == [3, 6, 9, 12], tag
+        assert [e.step for e in acc.Scalars(tag)] == [2, 4, 6, 8], tag
     # The bins (as widened up to the checkpoint) hold across the resume: the same at every
     # step as in the run that was never interrupted.
     ref = EventAccumulator(str(tmp_path / "reference"), size_guidance={"histograms": 0})

@@ -152,15 +152,19 @@ def test_ddp_spawn_single_run_with_every_instrument(run_cli, tmp_path):
     result = read_result(run)
     assert result["status"] == "completed"
     # Measured in the rank-0 worker, recorded from there: the launching process trains nothing.
-    assert (result["epochs"], result["global_step"]) == (2, 10)  # 320 samples / 64 per step
+    # 400 samples: 80 validate, 80 test, 240 train: 4 steps of 64 per epoch.
+    assert (result["epochs"], result["global_step"]) == (2, 8)
     for key in ("grad_norm/layer_01", "neurons/dead_fraction", "activations/std/layer_02"):
         assert key in result["init"] and key in result["metrics"], key
     events = EventAccumulator(str(run), size_guidance={"scalars": 0, "images": 0})
     events.Reload()
-    assert [e.step for e in events.Scalars("val/acc")] == [5, 10]
-    assert [e.step for e in events.Scalars("grad_norm/layer_01")] == list(range(11))
+    assert [e.step for e in events.Scalars("val/acc")] == [4, 8]
+    assert [e.step for e in events.Scalars("grad_norm/layer_01")] == list(range(9))
+    assert [e.step for e in events.Scalars("test/acc")] == [8]  # tested once, after fit
+    assert result["metrics"]["test/acc"] == events.Scalars("test/acc")[0].value
     assert "decision_boundary" in events.Tags()["images"]
-    assert len(list(run.glob("events.out.tfevents.*"))) == 1  # rank 1 wrote nothing
+    # One event file from fit's rank-0 worker, one from the test's: rank 1 wrote nothing.
+    assert len(list(run.glob("events.out.tfevents.*"))) == 2
     assert not (tmp_path / "outputs" / "sweeps").exists()
 
 

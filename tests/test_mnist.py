@@ -117,7 +117,7 @@ def test_dataset_without_test_split_says_so(tmp_path: Path) -> None:
     dm = MNIST(root=tmp_path)
     dm.setup("fit")
     dm.x_test = None
-    with pytest.raises(RuntimeError, match="no official test split"):
+    with pytest.raises(RuntimeError, match="has no test split"):
         dm.test_dataloader()
 
 

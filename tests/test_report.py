@@ -118,6 +118,7 @@ def test_report_matches_each_jobs_result(run_cli, sweep: Path) -> None:
     rows = read_csv(sweep)
     assert len(rows) == 8
     by_config: dict[tuple[str, int], list[float]] = {}
+    by_test: dict[tuple[str, int], list[float]] = {}
     for job in job_dirs(sweep):
         result = read_result(job)
         row = rows[job.name]
@@ -134,12 +135,21 @@ def test_report_matches_each_jobs_result(run_cli, sweep: Path) -> None:
         by_config.setdefault((hp["activation"], hp["depth"]), []).append(
             result["metrics"]["val/acc"]
         )
+        by_test.setdefault((hp["activation"], hp["depth"]), []).append(
+            result["metrics"]["test/acc"]
+        )
 
     md = (sweep / "report" / "summary.md").read_text()
     assert "| activation \\ depth | 2 | 3 |" in md
     for activation in ("relu", "tanh"):
         cells = [md_cell(by_config[activation, depth]) for depth in (2, 3)]
         assert f"| {activation} | {cells[0]} | {cells[1]} |" in md
+    # The held-out test split's accuracy has a table of its own, after validation's.
+    test_section = md[md.index("## test/acc") :]
+    assert md.index("## val/acc") < md.index("## test/acc")
+    for activation in ("relu", "tanh"):
+        cells = [md_cell(by_test[activation, depth]) for depth in (2, 3)]
+        assert f"| {activation} | {cells[0]} | {cells[1]} |" in test_section
     assert all(len(v) == 2 for v in by_config.values())
 
     pngs = sorted((sweep / "report").glob("*.png"))

@@ -126,6 +126,7 @@ def test_baseline_is_a_paired_t_test_by_seed(sweep: Path) -> None:
     rows = {r["metric"]: r for r in read_csv(sweep / "report" / "comparisons.csv")}
     assert set(rows) == {
         "val/acc",
+        "test/acc",
         "neurons/dead_fraction",
         "neurons/saturated_fraction",
         "neurons/low_gradient_fraction",

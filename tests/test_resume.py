@@ -68,6 +68,7 @@ def test_interrupted_run_resumes_to_the_uninterrupted_result(make_cfg, tmp_path)
     assert resumed["global_step"] == reference["global_step"]
     assert resumed["metrics"] == pytest.approx(reference["metrics"], rel=1e-5, abs=1e-6)
     assert resumed["metrics"] != interrupted["metrics"]  # it did train on
+    assert "test/acc" in resumed["metrics"]  # the test split, evaluated on the resumed network
 
 
 def test_completed_run_is_skipped(make_cfg, tmp_path):

@@ -148,8 +148,8 @@ def test_stacked_sweep_gives_each_member_the_job_a_solo_sweep_gives(run_cli, tmp
         for key in ("val/loss", "val/acc", "train/loss"):
             assert result["metrics"][key] == pytest.approx(alone["metrics"][key], rel=1e-4)
         assert result["global_step"] == alone["global_step"]
-        (events,) = job.glob("events.out.tfevents.*")  # its own TensorBoard run
-        run = EventAccumulator(str(events.parent))
+        assert list(job.glob("events.out.tfevents.*"))  # its own TensorBoard run (fit and test)
+        run = EventAccumulator(str(job))
         run.Reload()
         assert "grad_norm/layer_01" in run.Tags()["scalars"]
         # Hydra's record of the job, as the basic launcher writes it (interpolations kept).

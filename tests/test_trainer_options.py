@@ -20,8 +20,8 @@ from fcn_research.results import read_result
 from fcn_research.trainer_options import apply_trainer_options, batch_counters
 
 QUIET = ["trainer.enable_progress_bar=false", "trainer.accelerator=cpu"]
-# moons: 800 training samples in 13 mini-batches of 64 per epoch.
-MOONS_BATCHES = 13
+# moons: 600 training samples (of 1000; 200 validate, 200 test) in 10 mini-batches of 64.
+MOONS_BATCHES = 10
 
 
 class _RecordSteps(L.Callback):
@@ -170,15 +170,15 @@ def test_val_check_interval_counts_optimizer_steps(make_cfg, tmp_path):
     path = tmp_path / "val_steps.txt"
     result = train(
         make_cfg(
-            "+trainer.val_check_interval=5",
+            "+trainer.val_check_interval=3",
             "callbacks=none",
             f"+callbacks.val_steps._target_={__name__}.ValidationSteps",
             f"+callbacks.val_steps.path='{path}'",
         )
     )
     assert result["global_step"] == 2 * MOONS_BATCHES
-    # Every 5 mini-batches of each 13-batch epoch (Lightning restarts the count per epoch).
-    assert _recorded(path) == [5, 10, 18, 23]
+    # Every 3 mini-batches of each 10-batch epoch (Lightning restarts the count per epoch).
+    assert _recorded(path) == [3, 6, 9, 13, 16, 19]
 
 
 def test_a_users_batch_hook_runs_once_per_optimizer_step(make_cfg, tmp_path):

@@ -33,3 +33,17 @@ class Maxout(nn.Module):
 
     def extra_repr(self) -> str:
         return f"pool_size={self.pool_size}"
+
+
+class LearnableSwish(nn.Module):
+    """Swish with a learnable slope (Ramachandran et al., 2017): x * sigmoid(beta * x).
+
+    ``beta`` is one trained scalar per layer: 1 is SiLU, 0 is x / 2, large beta nears ReLU.
+    """
+
+    def __init__(self, beta: float = 1.0) -> None:
+        super().__init__()
+        self.beta = nn.Parameter(torch.tensor(float(beta)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(self.beta * x)

@@ -88,6 +88,9 @@ def check_knobs(cfg: DictConfig) -> None:
     _require(steps >= 1, key, ">= 1", steps)
     resume = cfg.get("resume", True)
     _require(isinstance(resume, bool), "resume", "true or false", resume)
+    weights = cfg.get("test_weights", "last")
+    allowed = "'last' (the last epoch's weights) or 'best_val' (the best validation epoch's)"
+    _require(weights in ("last", "best_val"), "test_weights", allowed, weights)
     # The values the code uses: a user may override these directly (optimizer.lr=0.1).
     for group, key, check in (
         ("optimizer", "lr", _check_lr),

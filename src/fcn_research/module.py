@@ -56,7 +56,8 @@ class FCNModule(L.LightningModule):
     ``val/mse`` (regression) once per epoch, each a mean over the epoch's samples, at the
     optimizer step where the epoch ended (``trainer.global_step``, the axis every instrument
     uses): a stack of one through ``self.log``, as any Lightning module; a stack of several
-    into each member's own logger (``trainer.loggers[m]``). A batch may be a list of
+    into each member's own logger (``trainer.loggers[m]``). ``trainer.test`` logs
+    ``test/loss`` and ``test/acc`` or ``test/mse`` the same way. A batch may be a list of
     mini-batches: one optimizer step each, in order (``steps_per_batch``). A member whose epoch
     loss is non-finite is marked diverged (``train/diverged`` = 1) and stops updating; the run
     stops when every member has.
@@ -270,6 +271,9 @@ class FCNModule(L.LightningModule):
         sums["samples"] += len(x)
 
     def on_validation_epoch_end(self) -> None:
+        self._log_evaluation("val")
+
+    def _log_evaluation(self, split: str) -> None:
         # Two logs per epoch, not two per batch: Lightning's self.log costs ~0.3 ms a call.
         sums = self._val_sums
         if sums["samples"]:
@@ -277,11 +281,21 @@ class FCNModule(L.LightningModule):
             # logged in on_train_epoch_end, would show there one epoch late).
             self.log_members(
                 {
-                    "val/loss": sums["loss"] / sums["samples"],
-                    f"val/{self.metric_name}": sums["metric"] / sums["samples"],
+                    f"{split}/loss": sums["loss"] / sums["samples"],
+                    f"{split}/{self.metric_name}": sums["metric"] / sums["samples"],
                 },
                 prog_bar=True,
             )
+
+    # The test split is evaluated as validation is, once, after fit (train.evaluate_test).
+    def on_test_epoch_start(self) -> None:
+        self.on_validation_epoch_start()
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self.validation_step(batch, batch_idx)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_evaluation("test")
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return stacked_optimizer(self.optimizer_factories, self.parameters())

@@ -45,6 +45,7 @@ class ResultRecorder(Callback):
     - at the end of training: the final ``metrics`` (the module's epoch metrics, Lightning's
       callback metrics and the instruments' final values), ``epochs`` and ``global_step``;
     - after a ``trainer.validate`` of the trained network: its metrics, in place of the fit's.
+    - after a ``trainer.test``: the ``test/*`` metrics, beside the fit's.
 
     ``train()`` reads them back after ``fit``: one path for a single process and for
     ``ddp_spawn``, whose workers hand none of their callback state back to the launcher.
@@ -96,3 +97,13 @@ class ResultRecorder(Callback):
         ):
             before = (read_result(job_dir) or {}).get("metrics", {})
             update_result(job_dir, metrics={**before, **metrics})
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.global_rank != 0:
+            return
+        for job_dir, metrics in zip(
+            self.job_dirs, _epoch_metrics(trainer, pl_module), strict=False
+        ):
+            before = (read_result(job_dir) or {}).get("metrics", {})
+            tested = {k: v for k, v in metrics.items() if k.startswith("test/")}
+            update_result(job_dir, metrics={**before, **tested})

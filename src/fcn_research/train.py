@@ -39,6 +39,7 @@ from fcn_research.cli import job_dirname as job_dirname
 from fcn_research.cli import unique_dir as unique_dir
 from fcn_research.config_checks import ConfigError, check_config, exit_refused, refusal
 from fcn_research.data.base import InMemoryDataModule
+from fcn_research.evaluation import BEST_VAL, best_val_checkpoint, evaluate_test
 from fcn_research.job_lock import LOCK_FILE, JobDirBusy, job_dir_lock
 from fcn_research.model import MLP, StackedMLP, hidden_widths
 from fcn_research.module import FCNModule
@@ -336,6 +337,8 @@ def _unstackable(cfgs: Sequence[DictConfig]) -> str | None:
         return f"{type(err).__name__}: {err}"
     if refused:
         return refused
+    if cfgs[0].get("test_weights", "last") == BEST_VAL:
+        return "test_weights=best_val keeps one best epoch, chosen by one validation metric"
     if list(activation.parameters()) or list(activation.buffers()):
         return f"{type(activation).__name__} has parameters or buffers of its own"
     return None
@@ -494,11 +497,18 @@ def _fit(
     )
     module.run_hparams = [results[i]["hparams"] for i in live]  # what HParamsSummary shows
     module.run_overrides = [results[i]["overrides"] for i in live]
+    if len(live) == 1:
+        # Lightning's own record of them: the logger's hparams.yaml and the checkpoint.
+        module.save_hyperparameters(results[live[0]]["hparams"])
     for i in live:
         # The task and class count (the report's chance level) without importing data code.
         results[i].update(task=datamodule.task, num_classes=datamodule.num_classes)
     # The recorder last: it writes what the instruments before it measured.
-    callbacks = [*_instantiate_all(first.get("callbacks")), ResultRecorder(outs)]
+    callbacks = [
+        *_instantiate_all(first.get("callbacks")),
+        *best_val_checkpoint(first, module),
+        ResultRecorder(outs),
+    ]
     if len(live) > 1:
         refused = [type(c).__name__ for c in callbacks if isinstance(c, ModelPruning)]
         if refused:
@@ -512,7 +522,13 @@ def _fit(
                     for i, out in zip(live, outs, strict=True)
                 ]
     # One logger set per member, in member order (a member's loggers write its own run).
-    loggers = [lg for i in live for lg in _instantiate_all(cfgs[i].get("logger"))]
+    loggers = []
+    for i in live:
+        own = _instantiate_all(cfgs[i].get("logger"))
+        if len(live) > 1:
+            for logger in own:  # each member's hparams.yaml (a stack of one: Lightning's)
+                logger.log_hyperparams(results[i]["hparams"])
+        loggers += own
     trainer: L.Trainer = instantiate(first.trainer, callbacks=callbacks, logger=loggers or False)
     apply_trainer_options(trainer, module, datamodule)  # before fit: it picks the batching
     ckpt_path, merged = _resume_checkpoint(outs, first, trainer.max_epochs)
@@ -534,6 +550,9 @@ def _fit(
         trainer.fit_loop.epoch_loop._batches_that_stepped = results[live[0]]["global_step"]
         trainer.validate(module, datamodule=datamodule, verbose=False)
         _take_recorded(results[live[0]], outs[0])
+    if evaluate_test(trainer, module, datamodule, first, results[live[0]]["global_step"]):
+        for i, out in zip(live, outs, strict=True):
+            _take_recorded(results[i], out)
     for m, i in enumerate(live):
         diverged = module.diverged[m] or results[i]["metrics"].get("train/diverged", 0.0) > 0
         results[i]["status"] = "diverged" if diverged else "completed"

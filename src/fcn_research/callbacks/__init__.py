@@ -1,5 +1,6 @@
 """Instruments: Lightning callbacks, one file each, configured in ``conf/callbacks/``."""
 
+from fcn_research.callbacks.activation_params import ActivationParameters
 from fcn_research.callbacks.decision_boundary import DecisionBoundary
 from fcn_research.callbacks.function_fit import FunctionFit
 from fcn_research.callbacks.gradients import GradientMonitor
@@ -12,6 +13,7 @@ from fcn_research.callbacks.sparsity import WeightSparsity
 from fcn_research.callbacks.theory import TheoryPredictions
 
 __all__ = [
+    "ActivationParameters",
     "DecisionBoundary",
     "FunctionFit",
     "GradientMonitor",

@@ -21,6 +21,7 @@ _SPLIT_AND_BATCHING = frozenset(
     {
         "batch_size",
         "val_fraction",
+        "test_fraction",
         "min_batches_per_epoch",
         "standardize",
         "steps_per_batch",
@@ -143,7 +144,7 @@ def _rank_rows(size: int, rank: int, world: int) -> slice:
 class InMemoryDataModule(L.LightningDataModule):
     """Base class: subclasses implement ``generate()`` and set ``task`` / ``num_classes``.
 
-    ``seed`` is the data seed: it fixes what ``generate()`` draws and the train/val split.
+    ``seed`` is the data seed: it fixes what ``generate()`` draws and the train/val/test split.
     The mini-batch order is the network's randomness, seeded by ``shuffle_seeds`` (the
     run's ``seed``, one per member of a stack, set by ``train.build``), so a sweep over
     ``seed`` keeps the dataset.
@@ -151,6 +152,11 @@ class InMemoryDataModule(L.LightningDataModule):
     validates on the training set itself, as the notebook does for XOR's four points.
     A dataset with an official test split returns it from ``generate_test()``; it is kept
     apart as ``x_test`` / ``y_test`` (served by ``test_dataloader()``), never split.
+    Otherwise ``test_fraction`` of the samples are held out as the test split (0: none).
+    Both fractions are of all the samples ``generate()`` returns, drawn from one permutation
+    seeded by ``seed``: validation is its first ``val_fraction``, test its last
+    ``test_fraction``, training the rest (so the validation samples do not depend on
+    ``test_fraction``).
     ``standardize`` centres each input feature on its training mean and divides all features
     by one number, the root-mean-square of their training stds (see ``_build``).
     """
@@ -170,14 +176,22 @@ class InMemoryDataModule(L.LightningDataModule):
         seed: int = 0,
         min_batches_per_epoch: int = 1,
         standardize: bool = True,
+        test_fraction: float = 0.2,
     ) -> None:
         super().__init__()
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if not 0.0 <= val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        if not 0.0 <= test_fraction < 1.0 or val_fraction + test_fraction >= 1.0:
+            raise ValueError(
+                f"test_fraction must be in [0, 1) and leave training samples beside "
+                f"val_fraction={val_fraction} (val_fraction + test_fraction < 1), "
+                f"got {test_fraction}"
+            )
         self.batch_size = batch_size
         self.val_fraction = val_fraction
+        self.test_fraction = test_fraction
         self.seed = seed
         self.min_batches_per_epoch = min_batches_per_epoch
         self.standardize = standardize
@@ -263,9 +277,21 @@ class InMemoryDataModule(L.LightningDataModule):
                 f"({n - n_val} train / {n_val} val); use more samples or a val_fraction "
                 "that leaves at least one sample on each side (0 validates on the train set)"
             )
+        # An official test split (generate_test) replaces the held-out one.
+        n_test = round(n * self.test_fraction) if test is None else 0
+        if test is None and self.test_fraction > 0 and (n_test < 1 or n - n_val - n_test < 1):
+            raise ValueError(
+                f"{self.name}: {n} samples are too few for val_fraction={self.val_fraction} "
+                f"and test_fraction={self.test_fraction} ({n - n_val - n_test} train / "
+                f"{n_val} val / {n_test} test); use more samples or smaller fractions "
+                "(test_fraction=0 holds out no test split)"
+            )
         generator = torch.Generator().manual_seed(self.seed)
         perm = torch.randperm(n, generator=generator)
-        train_idx, val_idx = perm[n_val:], perm[:n_val]
+        train_idx, val_idx = perm[n_val : n - n_test], perm[:n_val]
+        if n_test:
+            test_idx = perm[n - n_test :]
+            test = (x[test_idx], y[test_idx])
         x_train, y_train = x[train_idx], y[train_idx]
         x_val, y_val = (x[val_idx], y[val_idx]) if n_val else (x_train, y_train)
         if self.standardize:
@@ -318,13 +344,18 @@ class InMemoryDataModule(L.LightningDataModule):
             self._loaders["val"] = TensorBatches(self.x_val, self.y_val, max(self.batch_size, 4096))
         return self._loaders["val"]
 
+    @property
+    def has_test(self) -> bool:
+        """Whether there is a test split (official, or ``test_fraction`` > 0); after ``setup()``."""
+        return self.x_test is not None
+
     def test_dataloader(self) -> TensorBatches:
-        """The official test split in large batches; only for datasets that have one."""
+        """The test split in large batches: official, or held out by ``test_fraction``."""
         self._require()
         if self.x_test is None:
             raise RuntimeError(
-                f"{self.name} has no official test split (generate_test() returned None); "
-                "evaluate on val_dataloader() instead"
+                f"{self.name} has no test split (no official one, and test_fraction=0); "
+                "set data.test_fraction > 0 to hold one out"
             )
         if "test" not in self._loaders:
             self._loaders["test"] = TensorBatches(

@@ -42,8 +42,11 @@ class Function1D(InMemoryDataModule):
         val_fraction: float = 0.2,
         seed: int = 0,
         min_batches_per_epoch: int = 1,
+        test_fraction: float = 0.2,
     ) -> None:
-        super().__init__(batch_size, val_fraction, seed, min_batches_per_epoch)
+        super().__init__(
+            batch_size, val_fraction, seed, min_batches_per_epoch, test_fraction=test_fraction
+        )
         if not low < high:
             raise ValueError(f"need low < high, got low={low}, high={high}")
         if num_samples < 2:

@@ -34,8 +34,11 @@ class Playground2D(InMemoryDataModule):
         val_fraction: float = 0.2,
         seed: int = 0,
         min_batches_per_epoch: int = 1,
+        test_fraction: float = 0.2,
     ) -> None:
-        super().__init__(batch_size, val_fraction, seed, min_batches_per_epoch)
+        super().__init__(
+            batch_size, val_fraction, seed, min_batches_per_epoch, test_fraction=test_fraction
+        )
         if shape not in SHAPES:
             raise ValueError(f"unknown 2-D shape {shape!r}; choose one of {list(SHAPES)}")
         if num_samples < 2:
@@ -112,7 +115,10 @@ class XorTable(InMemoryDataModule):
     num_classes = 2
 
     def __init__(self, batch_size: int = 4, seed: int = 0, min_batches_per_epoch: int = 1) -> None:
-        super().__init__(batch_size, 0.0, seed, min_batches_per_epoch, standardize=False)
+        # Four points: nothing to hold out (validated on itself, no test split).
+        super().__init__(
+            batch_size, 0.0, seed, min_batches_per_epoch, standardize=False, test_fraction=0.0
+        )
 
     @property
     def name(self) -> str:

@@ -22,6 +22,7 @@ from fcn_research.report.loading import DASH, REPLICATE_AXIS, Sweep
 from fcn_research.report.stats import t_interval
 
 VAL_METRICS = ("val/acc", "val/mse", "val/loss")
+TEST_METRICS = ("test/acc", "test/mse")
 INSTRUMENT_METRICS = (
     "neurons/dead_fraction",
     "neurons/saturated_fraction",
@@ -186,13 +187,15 @@ def pivots(sweep: Sweep, metric: str, summary: Summary | None = None) -> list[Pi
 
 
 def report_metrics(sweep: Sweep, extra: Sequence[str] = ()) -> list[str]:
-    """The validation metric (acc, else mse, else loss), ``extra``, the instrument summaries
-    and, where jobs have a prediction, ``theory:chi1``."""
+    """The validation metric (acc, else mse, else loss), the test metric where the jobs have
+    one, ``extra``, the instrument summaries and, where jobs have a prediction,
+    ``theory:chi1``."""
     present = {k for job in sweep.jobs for k in job.result.get("metrics") or {}}
     val = next((m for m in VAL_METRICS if m in present), VAL_METRICS[0])
+    test = [m for m in TEST_METRICS if m in present][:1]
     predicted = {k for job in sweep.jobs for k in job.result.get("theory") or {}}
     theory = [m for m in THEORY_METRICS if m.removeprefix(THEORY) in predicted]
-    return list(dict.fromkeys([val, *extra, *INSTRUMENT_METRICS, *theory]))
+    return list(dict.fromkeys([val, *test, *extra, *INSTRUMENT_METRICS, *theory]))
 
 
 def family_pattern(tag: str) -> re.Pattern[str] | None:

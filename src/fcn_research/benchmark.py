@@ -8,7 +8,6 @@ Case (d): stacked members against the plain loop and the basic launcher, per sta
 from __future__ import annotations
 
 import argparse
-import resource
 import statistics
 import subprocess
 import sys
@@ -197,18 +196,27 @@ def stack_case(members: list[int], steps: int = 1500, repeats: int = 1) -> None:
             )
 
 
+def _peak_rss_of(code: str) -> float:
+    """Peak resident memory (MiB) of a fresh Python running ``code``: its own ``VmHWM``, which
+    exec resets (``ru_maxrss`` would carry over the parent's peak into the forked child)."""
+    report = (
+        "\nimport re\nwith open('/proc/self/status') as f:\n"
+        "    print(int(re.search(r'VmHWM:\\s+(\\d+)', f.read()).group(1)))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code + report], check=True, capture_output=True, text=True
+    )
+    return int(out.stdout.split()[-1]) / 1024  # kB
+
+
 def stack_rss_mib(members: int, steps: int = 100) -> float:
     """Peak resident memory (MiB) of a process that trains one stack of ``members``."""
-    # The child reports its own peak: RUSAGE_CHILDREN would be the largest of all children.
-    code = (
-        "import resource, tempfile; from pathlib import Path\n"
+    return _peak_rss_of(
+        "import tempfile; from pathlib import Path\n"
         "from fcn_research import benchmark as b\n"
         "with tempfile.TemporaryDirectory() as t:\n"
         f"    b.stacked(b.CASES[0].overrides, {steps}, Path(t), {members}, instruments=True)\n"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
-    return int(out.stdout.split()[-1]) / 1024  # Linux reports KiB
 
 
 def run(repeats: int = 3, scale: float = 1.0, only: str = "abc") -> list[Case]:
@@ -284,23 +292,18 @@ def sweep_startup(jobs: int = 4) -> list[float]:
 
 
 def peak_rss_mib(overrides: list[str]) -> float:
-    """Peak resident memory (MiB) of one ``python train.py`` job, from the OS's accounting."""
+    """Peak resident memory (MiB) of one ``python train.py`` job."""
     with tempfile.TemporaryDirectory() as tmp:
-        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-        subprocess.run(
-            [
-                sys.executable,
-                str(ROOT / "train.py"),
-                *overrides,
-                "trainer.enable_progress_bar=false",
-                f"hydra.run.dir={tmp}/run",
-            ],
-            check=True,
-            capture_output=True,
-            cwd=tmp,
+        argv = [str(ROOT / "train.py"), *overrides, "trainer.enable_progress_bar=false"]
+        argv.append(f"hydra.run.dir={tmp}/run")
+        return _peak_rss_of(
+            "import runpy, sys\n"
+            f"sys.argv = {argv!r}\n"
+            "try:\n"
+            "    runpy.run_path(sys.argv[0], run_name='__main__')\n"
+            "except SystemExit:\n"
+            "    pass\n"
         )
-        after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return max(before, after) / 1024  # Linux reports KiB
 
 
 def main() -> None:

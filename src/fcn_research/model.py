@@ -99,8 +99,10 @@ class StackedLinear(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if self.weight.shape[0] == 1:
             # A stack of one: the solo Linear's own kernel (addmm), ~10 % faster on CPU than
-            # a batched product of one, and the solo run's numbers bit for bit.
-            return F.linear(x[0] if x.dim() == 3 else x, self.weight[0], self.bias[0]).unsqueeze(0)
+            # a batched product of one, and the solo run's numbers bit for bit. (squeeze, not
+            # [0]: its backward is a view, where indexing's allocates a zero-filled copy.)
+            x = x.squeeze(0) if x.dim() == 3 else x
+            return F.linear(x, self.weight.squeeze(0), self.bias.squeeze(0)).unsqueeze(0)
         if x.dim() == 2:  # one input for every member
             return torch.matmul(x, self.weight.transpose(1, 2)) + self.bias.unsqueeze(1)
         return torch.baddbmm(self.bias.unsqueeze(1), x, self.weight.transpose(1, 2))
@@ -151,6 +153,14 @@ class StackedMLP(nn.Module):
         self.activations = first.activations
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.members == 1:
+            # A stack of one runs as the solo MLP does, on 2-D activations: no per-layer
+            # reshaping of the member axis on a path that small networks take every step.
+            h = x.squeeze(0) if x.dim() == 3 else x
+            for linear, act in zip(self.linears, self.activations, strict=False):
+                h = act(F.linear(h, linear.weight.squeeze(0), linear.bias.squeeze(0)))
+            last = self.linears[-1]
+            return F.linear(h, last.weight.squeeze(0), last.bias.squeeze(0)).unsqueeze(0)
         for linear, act in zip(self.linears, self.activations, strict=False):
             x = apply_rows(act, linear(x))
         return self.linears[-1](x)

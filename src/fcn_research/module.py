@@ -113,7 +113,7 @@ class FCNModule(L.LightningModule):
         ``y``; ``x`` is (M, B, ...) with ``y`` (M, B), or (B, ...) with ``y`` (B) for all."""
         out = self.model(x)
         if out.shape[0] == 1:  # a stack of one: the solo run's loss, computed as it is
-            loss, pred = self._single_loss(out[0], y[0] if y.dim() == 2 else y)
+            loss, pred = self._single_loss(out.squeeze(0), y.squeeze(0) if y.dim() == 2 else y)
             return loss.unsqueeze(0), pred.unsqueeze(0)
         y = y.expand(out.shape[0], *y.shape[-1:]) if y.dim() == 1 else y
         if self.task == "multiclass":

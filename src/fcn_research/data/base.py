@@ -95,10 +95,7 @@ class TensorBatches:
 
     def _orders(self, generators: list[torch.Generator]) -> Tensor:
         """(M, n): each member's order of the rows for one pass (its solo job's order)."""
-        n = len(self.x)
-        if n <= self.batch_size:  # one batch holds everything: no order to draw
-            return torch.arange(n).expand(len(generators), n)
-        return torch.stack([torch.randperm(n, generator=g) for g in generators])
+        return torch.stack([torch.randperm(len(self.x), generator=g) for g in generators])
 
     def _batches(self) -> Iterator[tuple[Tensor, Tensor]]:
         n, bs = len(self.x), self.batch_size
@@ -110,6 +107,14 @@ class TensorBatches:
                     xb, yb = self.x[start : start + bs], self.y[start : start + bs]
                     rows = _rank_rows(len(xb), rank, world) if world > 1 else slice(None)
                     yield xb[rows], yb[rows]
+                continue
+            if n <= bs:  # one batch holds everything: no order to draw, no copy to make
+                members = len(generators)
+                xb, yb = self.x.expand(members, *self.x.shape), self.y.expand(members, n)
+                if world > 1:
+                    rows = _rank_rows(n, rank, world)
+                    xb, yb = xb[:, rows], yb[:, rows]
+                yield xb, yb
                 continue
             order = self._orders(generators).to(self.x.device)
             # Each member's permuted copy once per pass, batches its slices (views): cheaper

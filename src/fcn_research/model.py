@@ -156,11 +156,11 @@ class StackedMLP(nn.Module):
         if self.members == 1:
             # A stack of one runs as the solo MLP does, on 2-D activations: no per-layer
             # reshaping of the member axis on a path that small networks take every step.
+            # (Through each Linear's __call__: hooks such as torch's pruning mask must run.)
             h = x.squeeze(0) if x.dim() == 3 else x
             for linear, act in zip(self.linears, self.activations, strict=False):
-                h = act(F.linear(h, linear.weight.squeeze(0), linear.bias.squeeze(0)))
-            last = self.linears[-1]
-            return F.linear(h, last.weight.squeeze(0), last.bias.squeeze(0)).unsqueeze(0)
+                h = act(linear(h).squeeze(0))
+            return self.linears[-1](h)
         for linear, act in zip(self.linears, self.activations, strict=False):
             x = apply_rows(act, linear(x))
         return self.linears[-1](x)

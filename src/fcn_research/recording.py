@@ -74,7 +74,6 @@ class ResultRecorder(Callback):
         metrics = _epoch_metrics(trainer, pl_module)
         finals = _collect(trainer, "final_metrics", members)
         inits = _collect(trainer, "init_metrics", members)
-        epochs = getattr(pl_module, "member_epochs", None) or [trainer.current_epoch] * members
         for m, job_dir in enumerate(self.job_dirs):
             # A resumed run's instruments restored their step-0 values from the checkpoint;
             # anything they lack (a checkpoint from an older version) stays as result.json has.
@@ -83,7 +82,7 @@ class ResultRecorder(Callback):
                 job_dir,
                 init=init,
                 metrics={**metrics[m], **finals[m]},
-                epochs=epochs[m],
+                epochs=trainer.current_epoch,
                 global_step=trainer.global_step,
             )
 

@@ -349,7 +349,8 @@ def _resume_step(cfg: DictConfig) -> int | None:
     ckpt = Path(cfg.output_dir) / CHECKPOINT
     if not cfg.get("resume", True) or not ckpt.exists():
         return None
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    # Memory-mapped: only the two counters are read here; the fit loads the rest once.
+    state = torch.load(ckpt, map_location="cpu", weights_only=False, mmap=True)
     max_epochs = cfg.get("trainer", {}).get("max_epochs")
     if max_epochs is not None and 0 <= max_epochs <= int(state.get("epoch", -1)) + 1:
         return None  # from the last epoch: retrained (see _train_members)

@@ -12,9 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import statistics
-import subprocess
 import sys
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
@@ -23,9 +21,9 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
+from fcn_research.doc_commands import ROOT, run_sweep
 from fcn_research.results import RESULT_FILE
 
-ROOT = Path(__file__).resolve().parents[2]
 SEEDS = "seed=0,1,2"
 
 Result = dict[str, Any]
@@ -804,21 +802,8 @@ def sweep_dir(root: Path, experiment: Experiment, index: int) -> Path:
 
 def run(experiment: Experiment, root: Path) -> None:
     """Run the experiment's sweeps (through the real CLI) into ``root``."""
-    root.mkdir(parents=True, exist_ok=True)
     for index, sweep in enumerate(experiment.sweeps):
-        subprocess.run(
-            [
-                sys.executable,
-                str(ROOT / "train.py"),
-                "-m",
-                *sweep,
-                "trainer.enable_progress_bar=false",
-                f"hydra.sweep.dir={sweep_dir(root, experiment, index)}",
-            ],
-            check=True,
-            cwd=root,
-            env={**os.environ, "PYTHONWARNINGS": "ignore"},
-        )
+        run_sweep(sweep, sweep_dir(root, experiment, index), cwd=root)
 
 
 def section(experiment: Experiment, root: Path) -> list[str]:

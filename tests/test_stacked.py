@@ -85,6 +85,62 @@ def test_a_diverging_member_stops_and_the_others_are_unaffected(make_cfg, tmp_pa
     assert not _close(ok["metrics"], calm["metrics"], set(calm["metrics"]))
 
 
+def _event_steps(run_dir) -> dict[str, list[int]]:
+    """Per TensorBoard tag of a run (scalars, histograms, images), the steps of its points."""
+    run = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "histograms": 0, "images": 0})
+    run.Reload()
+    tags = run.Tags()
+    points = {t: run.Scalars(t) for t in tags["scalars"]}
+    points.update({t: run.Histograms(t) for t in tags["histograms"]})
+    points.update({t: run.Images(t) for t in tags["images"]})
+    return {t: [e.step for e in events] for t, events in points.items()}
+
+
+def test_a_diverged_member_is_recorded_where_its_solo_run_stops(make_cfg, tmp_path):
+    small = ["optimizer=sgd", "data=function", "max_epochs=3", "depth=3", "width=16"]
+    alone = train(make_cfg(*small, "lr=1e12", output_dir=tmp_path / "alone"))
+    _, wild = train_stack(
+        [
+            make_cfg(*small, "lr=0.01", output_dir=tmp_path / "a"),
+            make_cfg(*small, "lr=1e12", output_dir=tmp_path / "b"),
+        ]
+    )
+    assert alone["status"] == wild["status"] == "diverged"
+    assert (wild["epochs"], wild["global_step"]) == (alone["epochs"], alone["global_step"])
+    assert alone["global_step"] < 30  # it stopped before the stack's end
+    # Its TensorBoard run ends where the solo run's does: the same points, none after.
+    steps, solo_steps = _event_steps(tmp_path / "b"), _event_steps(tmp_path / "alone")
+    assert steps == solo_steps
+    assert max(max(s) for s in steps.values()) == alone["global_step"]
+    assert set(wild["metrics"]) == set(alone["metrics"])
+    finite = {k for k, v in alone["metrics"].items() if v is not None and math.isfinite(v)}
+    assert not _close(wild["metrics"], alone["metrics"], finite)
+
+
+def test_a_diverging_member_under_the_jacobian_instrument_touches_no_other(make_cfg, tmp_path):
+    small = [
+        "optimizer=sgd", "data=function", "max_epochs=2", "depth=4", "width=8",
+        "+callbacks.jacobian._target_=fcn_research.callbacks.JacobianSpectrum",
+    ]  # fmt: skip
+    calm = train(make_cfg(*small, "lr=0.01", output_dir=tmp_path / "calm"))
+    # Alone, a diverging run is what it is: diverged, not failed by the instrument.
+    alone = train(make_cfg(*small, "lr=1e12", output_dir=tmp_path / "alone"))
+    assert alone["status"] == "diverged" and "error" not in alone
+    assert math.isnan(alone["metrics"]["jacobian/singular_value_mean"])
+    ok, wild = train_stack(
+        [
+            make_cfg(*small, "lr=0.01", output_dir=tmp_path / "a"),
+            make_cfg(*small, "lr=1e12", output_dir=tmp_path / "b"),
+        ]
+    )
+    assert ok["status"] == "completed" and wild["status"] == "diverged"
+    assert ok["global_step"] == calm["global_step"]
+    assert "jacobian/singular_value_mean" in calm["metrics"]
+    # The healthy member's numbers are its solo run's: the NaN member reached none of them.
+    assert not _close(ok["metrics"], calm["metrics"], set(calm["metrics"]))
+    assert not _close(ok["init"], calm["init"], set(calm["init"]))
+
+
 def test_a_member_that_fails_to_build_leaves_the_stack_running(make_cfg, tmp_path):
     bad = ["initializer=constant_layer", "initializer.target_layer=5"]
     cfgs = [
@@ -146,6 +202,7 @@ def test_a_member_checkpoint_splits_and_joins_back():
         ],
         "callbacks": {"G": {"init_metrics": [{"a": 1.0}, {"a": 2.0}, {"a": 3.0}]}},
         "members_diverged": [False, True, False],
+        "members_stopped_at": [None, [20, 2], None],
     }
     parts = split_checkpoint(checkpoint, 3)
     assert torch.equal(parts[1]["state_dict"]["model.w"], w[1:2])
@@ -155,6 +212,8 @@ def test_a_member_checkpoint_splits_and_joins_back():
     assert torch.equal(joined["state_dict"]["model.w"], w)
     assert joined["optimizer_states"][0]["param_groups"][0]["lr"] == [0.1, 0.2, 0.3]
     assert joined["members_diverged"] == [False, True, False]
+    assert parts[1]["members_stopped_at"] == [[20, 2]]
+    assert joined["members_stopped_at"] == [None, [20, 2], None]
     # One member alone resumes as a stack of one, with torch's own optimizer format.
     single = merge_checkpoints(parts[:1])
     assert single["optimizer_states"][0]["param_groups"][0]["lr"] == 0.1

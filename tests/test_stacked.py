@@ -334,3 +334,30 @@ def test_a_stack_measures_each_members_jacobian_spectrum(make_cfg, tmp_path):
         stacked[0]["init"]["jacobian/singular_value_max"]
         != stacked[1]["init"]["jacobian/singular_value_max"]
     )
+
+
+def test_an_activation_is_probed_for_what_a_stack_would_change():
+    from fcn_research.activations import Maxout
+    from fcn_research.model import activation_stack_refusal
+
+    for elementwise in (torch.nn.ReLU(), torch.nn.Tanh(), Maxout(2)):
+        assert activation_stack_refusal(elementwise, 8) is None
+    before = torch.random.get_rng_state()
+    assert "RReLU draws random numbers in training" in activation_stack_refusal(torch.nn.RReLU(), 8)
+    assert torch.equal(torch.random.get_rng_state(), before)  # the caller's stream untouched
+    assert "Dropout draws random numbers" in activation_stack_refusal(torch.nn.Dropout(0.1), 8)
+    assert "mixes the samples" in activation_stack_refusal(torch.nn.Softmax(dim=0), 8)
+    assert "PReLU has parameters" in activation_stack_refusal(torch.nn.PReLU(), 8)
+    # Normalised by the batch's statistics, with no state of its own.
+    norm = torch.nn.BatchNorm1d(8, affine=False, track_running_stats=False)
+    assert "mixes the samples" in activation_stack_refusal(norm, 8)
+
+
+def test_mixed_precision_members_train_as_stacks_of_one(make_cfg, tmp_path):
+    # One GradScaler for a whole stack would skip every member's step for one member's inf.
+    amp = ["+trainer.precision=16-mixed", "max_epochs=1", "data.num_samples=200"]
+    results = train_stack(
+        [make_cfg(*amp, f"seed={s}", output_dir=tmp_path / f"m{s}") for s in (0, 1)], {"id": "s"}
+    )
+    assert [r["stack"]["members"] for r in results] == [1, 1]
+    assert [r["status"] for r in results] == ["completed", "completed"]

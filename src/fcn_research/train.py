@@ -46,6 +46,7 @@ from fcn_research.module import FCNModule
 from fcn_research.recording import ResultRecorder
 from fcn_research.results import RESULT_FILE, read_result, write_json_atomic
 from fcn_research.stacked_optim import stack_refusal
+from fcn_research.stacking import solo_reason
 from fcn_research.trainer_options import apply_trainer_options
 
 log = logging.getLogger(__name__)
@@ -328,20 +329,18 @@ def train_stack(cfgs: Sequence[DictConfig], stack: dict[str, Any] | None = None)
 
 
 def _unstackable(cfgs: Sequence[DictConfig]) -> str | None:
-    """Why these jobs cannot train as one stack (None: they can), from what only building
-    their optimizer and activation shows (the launcher's ``solo_reason`` reads configs)."""
+    """Why these jobs cannot train as one stack (None: they can): what only building their
+    optimizers shows, and the launcher's ``solo_reason`` for the first (the members share its
+    shape: its trainer, callbacks and activation, which that probes)."""
     try:
         refused = stack_refusal([instantiate(cfg.optimizer) for cfg in cfgs])
-        activation = instantiate(cfgs[0].activation)()
     except Exception as err:  # a bad config: each member records its own error
         return f"{type(err).__name__}: {err}"
     if refused:
         return refused
     if cfgs[0].get("test_weights", "last") == BEST_VAL:
         return "test_weights=best_val keeps one best epoch, chosen by one validation metric"
-    if list(activation.parameters()) or list(activation.buffers()):
-        return f"{type(activation).__name__} has parameters or buffers of its own"
-    return None
+    return solo_reason(cfgs[0])
 
 
 def _resume_step(cfg: DictConfig) -> int | None:

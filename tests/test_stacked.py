@@ -361,3 +361,18 @@ def test_mixed_precision_members_train_as_stacks_of_one(make_cfg, tmp_path):
     )
     assert [r["stack"]["members"] for r in results] == [1, 1]
     assert [r["status"] for r in results] == ["completed", "completed"]
+
+
+def test_a_members_wall_time_is_its_share_of_the_stacks(make_cfg, tmp_path):
+    tiny = ["max_epochs=1", "data.num_samples=200", "callbacks=none"]
+    results = train_stack(
+        [make_cfg(*tiny, f"seed={s}", output_dir=tmp_path / f"m{s}") for s in (0, 1)],
+        {"id": "s"},
+    )
+    stack_wall = results[0]["stack_wall_s"]
+    assert stack_wall > 0 and [r["stack_wall_s"] for r in results] == [stack_wall] * 2
+    for s, result in enumerate(results):  # summed over the members: the stack's time
+        assert result["wall_s"] == pytest.approx(stack_wall / 2, abs=1e-3)
+        assert read_result(tmp_path / f"m{s}") == result
+    solo = train(make_cfg(*tiny, output_dir=tmp_path / "solo"))
+    assert solo["wall_s"] > 0 and "stack_wall_s" not in solo

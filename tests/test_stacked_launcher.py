@@ -472,3 +472,13 @@ def test_an_experiment_run_stacked_keeps_its_outcome(run_cli, tmp_path):
     assert len(loss) == 9
     for seed in (0, 1, 2):
         assert loss["tanh", seed] < loss["zero_centred_sigmoid", seed] < loss["sigmoid", seed]
+
+
+def test_the_launcher_preset_says_what_members_may_differ_in(make_cfg):
+    """conf/launcher/stacked.yaml's header agrees with stack_key: a data seed starts a stack."""
+    header = (CONF_DIR / "launcher" / "stacked.yaml").read_text().split("\ndefaults:")[0]
+    text = " ".join(line.lstrip("# ") for line in header.splitlines())
+    may_differ = text.split("may differ in", 1)[1].split(";")[0]
+    assert "seed" in may_differ and "data.seed" not in may_differ
+    assert "a new data.seed starts a new stack" in text
+    assert stack_key(make_cfg("data.seed=3")) != stack_key(make_cfg())

@@ -455,8 +455,9 @@ def _train_members(
             raise
         log.exception("stack failed")
     finally:
+        end = time.perf_counter()  # one stack time for every member
         for i in live:
-            _finish(results[i], Path(cfgs[i].output_dir), start)
+            _finish(results[i], Path(cfgs[i].output_dir), start, members=len(live), end=end)
     for i in live:
         rounded = {k: round(v, 4) for k, v in results[i]["metrics"].items()}
         line = f"{results[i]['status']}: {rounded}"
@@ -473,8 +474,17 @@ def _append_log(out: Path, line: str) -> None:
         f.write(f"[{stamp}][{__name__}.metrics][INFO] - {line}\n")
 
 
-def _finish(result: dict[str, Any], out: Path, start: float) -> None:
-    result["wall_s"] = round(time.perf_counter() - start, 3)
+def _finish(
+    result: dict[str, Any], out: Path, start: float, members: int = 1, end: float | None = None
+) -> None:
+    """Write a member's final result.json, with its wall time: ``wall_s``, its share of the
+    time from ``start`` to ``end`` (now), split evenly among the ``members`` that trained
+    together, and for a member of a stack (several members, or a stacked sweep's)
+    ``stack_wall_s``, the whole."""
+    elapsed = (end if end is not None else time.perf_counter()) - start
+    result["wall_s"] = round(elapsed / members, 3)
+    if members > 1 or "stack" in result:
+        result["stack_wall_s"] = round(elapsed, 3)
     write_json_atomic(out / RESULT_FILE, result)
 
 

@@ -376,3 +376,29 @@ def test_a_members_wall_time_is_its_share_of_the_stacks(make_cfg, tmp_path):
         assert read_result(tmp_path / f"m{s}") == result
     solo = train(make_cfg(*tiny, output_dir=tmp_path / "solo"))
     assert solo["wall_s"] > 0 and "stack_wall_s" not in solo
+
+
+@pytest.mark.parametrize(
+    "factory",
+    [
+        functools.partial(torch.optim.SGD, lr=0.1, momentum=0.9),
+        functools.partial(torch.optim.Adam, lr=0.1),
+        functools.partial(torch.optim.AdamW, lr=0.1, weight_decay=0.1),
+    ],
+)
+def test_a_frozen_member_keeps_its_weights_exactly(factory):
+    # A diverged member's weights stay as its solo run left them, inf included: what the
+    # instruments measure of it at the end is what they measured where it stopped.
+    start = torch.tensor([[1.0, -2.0], [3.0, 4.0]])
+    p = torch.nn.Parameter(start.clone())
+    opt = stacked_optimizer([factory, factory], [p])
+    p.grad = torch.tensor([[0.5, 0.5], [math.inf, 1.0]])
+    opt.step()  # member 1's state and weights go non-finite
+    frozen_at = p.detach()[1].clone()
+    opt.frozen = torch.tensor([False, True])
+    for _ in range(3):
+        p.grad = torch.tensor([[0.5, 0.5], [math.nan, 1.0]])
+        opt.step()
+    assert torch.equal(p.detach()[1].isnan(), frozen_at.isnan())
+    assert torch.equal(p.detach()[1].nan_to_num(), frozen_at.nan_to_num())
+    assert torch.isfinite(p.detach()[0]).all()

@@ -384,3 +384,67 @@ def test_jacobian_singular_values_of_a_linear_orthogonal_stack_are_one():
             linear.weight.mul_(2)
     s = hidden_jacobian_singular_values(net, torch.randn(4, 5))
     assert s.mean().item() == pytest.approx(8.0, rel=1e-5)
+
+
+@pytest.mark.parametrize("members", [1, 2])
+@pytest.mark.parametrize("activation", [nn.ReLU, nn.Tanh, HardClip])
+def test_instruments_compute_on_the_device_of_the_model_and_data(monkeypatch, members, activation):
+    """Every tensor the instruments and the stacked optimizers create goes where the model and
+    data are, never where an activation's (absent) parameters are: shown on the `meta`
+    device, which refuses to mix with the CPU as CUDA does (and reads no values)."""
+    import functools
+
+    import fcn_research.callbacks.histograms as histograms
+    from fcn_research.callbacks.decision_boundary import render_boundary, render_neuron_maps
+    from fcn_research.callbacks.function_fit import render_function_fit
+    from fcn_research.callbacks.gradients import grad_norms, probe_gradients
+    from fcn_research.callbacks.neurons import profile_layers
+    from fcn_research.callbacks.sparsity import weight_sparsity
+    from fcn_research.model import StackedMLP
+    from fcn_research.module import FCNModule
+    from fcn_research.stacked_optim import stacked_optimizer
+
+    meta = torch.device("meta")
+    torch.manual_seed(0)
+    optimizers = [functools.partial(torch.optim.Adam, lr=0.1)] * members
+    module = FCNModule(
+        StackedMLP([MLP(2, 3, 4, 8, activation) for _ in range(members)]),
+        "multiclass",
+        3,
+        optimizers,
+    ).to(meta)
+    model = module.model
+    x, y = torch.empty(6, 2, device=meta), torch.zeros(6, dtype=torch.long, device=meta)
+    profiles = profile_layers(model)
+    assert {p.peak.device for p in profiles} == {meta}
+    stats = neuron_stats(model, x, profiles=profiles)
+    assert stats["neurons/dead_fraction"].device == meta
+    assert hidden_jacobian_singular_values(model, x).device == meta
+    grads = probe_gradients(module, x, y)
+    assert grad_norms(grads)["grad_norm/ratio_first_last"].device == meta
+    assert weight_sparsity(model)["pruning/sparsity"].device == meta
+    assert sample_probe(x, y, 4)[0].device == meta
+    # bincount has no meta kernel: stood in for by one of the right shape, on its input's device.
+    monkeypatch.setattr(
+        histograms.torch,
+        "bincount",
+        lambda idx, minlength: torch.zeros(minlength, dtype=torch.long, device=idx.device),
+    )
+    hist = FixedRangeHistograms(8)
+    hist.ranges = {"grad/layer_01": [1.0] * members}  # set: the first event reads values
+    rows, _ = hist.compute({"grad/layer_01": grads[0]})
+    assert rows.device == meta
+    assert render_boundary(module, x, y, 16).device == meta
+    assert {m.device for m in render_neuron_maps(module, x, 8)} == {meta}
+    curve = FCNModule(
+        StackedMLP([MLP(1, 1, 3, 8, activation) for _ in range(members)]),
+        "regression",
+        0,
+        optimizers,
+    ).to(meta)
+    assert render_function_fit(curve, x[:, :1], x[:, 0]).device == meta
+    optimizer = stacked_optimizer(optimizers, model.parameters())
+    for p in model.parameters():
+        p.grad = torch.empty_like(p)
+    optimizer.step()
+    optimizer.step()

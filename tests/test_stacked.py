@@ -85,6 +85,62 @@ def test_a_diverging_member_stops_and_the_others_are_unaffected(make_cfg, tmp_pa
     assert not _close(ok["metrics"], calm["metrics"], set(calm["metrics"]))
 
 
+def _event_steps(run_dir) -> dict[str, list[int]]:
+    """Per TensorBoard tag of a run (scalars, histograms, images), the steps of its points."""
+    run = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "histograms": 0, "images": 0})
+    run.Reload()
+    tags = run.Tags()
+    points = {t: run.Scalars(t) for t in tags["scalars"]}
+    points.update({t: run.Histograms(t) for t in tags["histograms"]})
+    points.update({t: run.Images(t) for t in tags["images"]})
+    return {t: [e.step for e in events] for t, events in points.items()}
+
+
+def test_a_diverged_member_is_recorded_where_its_solo_run_stops(make_cfg, tmp_path):
+    small = ["optimizer=sgd", "data=function", "max_epochs=3", "depth=3", "width=16"]
+    alone = train(make_cfg(*small, "lr=1e12", output_dir=tmp_path / "alone"))
+    _, wild = train_stack(
+        [
+            make_cfg(*small, "lr=0.01", output_dir=tmp_path / "a"),
+            make_cfg(*small, "lr=1e12", output_dir=tmp_path / "b"),
+        ]
+    )
+    assert alone["status"] == wild["status"] == "diverged"
+    assert (wild["epochs"], wild["global_step"]) == (alone["epochs"], alone["global_step"])
+    assert alone["global_step"] < 30  # it stopped before the stack's end
+    # Its TensorBoard run ends where the solo run's does: the same points, none after.
+    steps, solo_steps = _event_steps(tmp_path / "b"), _event_steps(tmp_path / "alone")
+    assert steps == solo_steps
+    assert max(max(s) for s in steps.values()) == alone["global_step"]
+    assert set(wild["metrics"]) == set(alone["metrics"])
+    finite = {k for k, v in alone["metrics"].items() if v is not None and math.isfinite(v)}
+    assert not _close(wild["metrics"], alone["metrics"], finite)
+
+
+def test_a_diverging_member_under_the_jacobian_instrument_touches_no_other(make_cfg, tmp_path):
+    small = [
+        "optimizer=sgd", "data=function", "max_epochs=2", "depth=4", "width=8",
+        "+callbacks.jacobian._target_=fcn_research.callbacks.JacobianSpectrum",
+    ]  # fmt: skip
+    calm = train(make_cfg(*small, "lr=0.01", output_dir=tmp_path / "calm"))
+    # Alone, a diverging run is what it is: diverged, not failed by the instrument.
+    alone = train(make_cfg(*small, "lr=1e12", output_dir=tmp_path / "alone"))
+    assert alone["status"] == "diverged" and "error" not in alone
+    assert math.isnan(alone["metrics"]["jacobian/singular_value_mean"])
+    ok, wild = train_stack(
+        [
+            make_cfg(*small, "lr=0.01", output_dir=tmp_path / "a"),
+            make_cfg(*small, "lr=1e12", output_dir=tmp_path / "b"),
+        ]
+    )
+    assert ok["status"] == "completed" and wild["status"] == "diverged"
+    assert ok["global_step"] == calm["global_step"]
+    assert "jacobian/singular_value_mean" in calm["metrics"]
+    # The healthy member's numbers are its solo run's: the NaN member reached none of them.
+    assert not _close(ok["metrics"], calm["metrics"], set(calm["metrics"]))
+    assert not _close(ok["init"], calm["init"], set(calm["init"]))
+
+
 def test_a_member_that_fails_to_build_leaves_the_stack_running(make_cfg, tmp_path):
     bad = ["initializer=constant_layer", "initializer.target_layer=5"]
     cfgs = [
@@ -146,6 +202,7 @@ def test_a_member_checkpoint_splits_and_joins_back():
         ],
         "callbacks": {"G": {"init_metrics": [{"a": 1.0}, {"a": 2.0}, {"a": 3.0}]}},
         "members_diverged": [False, True, False],
+        "members_stopped_at": [None, [20, 2], None],
     }
     parts = split_checkpoint(checkpoint, 3)
     assert torch.equal(parts[1]["state_dict"]["model.w"], w[1:2])
@@ -155,6 +212,8 @@ def test_a_member_checkpoint_splits_and_joins_back():
     assert torch.equal(joined["state_dict"]["model.w"], w)
     assert joined["optimizer_states"][0]["param_groups"][0]["lr"] == [0.1, 0.2, 0.3]
     assert joined["members_diverged"] == [False, True, False]
+    assert parts[1]["members_stopped_at"] == [[20, 2]]
+    assert joined["members_stopped_at"] == [None, [20, 2], None]
     # One member alone resumes as a stack of one, with torch's own optimizer format.
     single = merge_checkpoints(parts[:1])
     assert single["optimizer_states"][0]["param_groups"][0]["lr"] == 0.1
@@ -275,3 +334,71 @@ def test_a_stack_measures_each_members_jacobian_spectrum(make_cfg, tmp_path):
         stacked[0]["init"]["jacobian/singular_value_max"]
         != stacked[1]["init"]["jacobian/singular_value_max"]
     )
+
+
+def test_an_activation_is_probed_for_what_a_stack_would_change():
+    from fcn_research.activations import Maxout
+    from fcn_research.model import activation_stack_refusal
+
+    for elementwise in (torch.nn.ReLU(), torch.nn.Tanh(), Maxout(2)):
+        assert activation_stack_refusal(elementwise, 8) is None
+    before = torch.random.get_rng_state()
+    assert "RReLU draws random numbers in training" in activation_stack_refusal(torch.nn.RReLU(), 8)
+    assert torch.equal(torch.random.get_rng_state(), before)  # the caller's stream untouched
+    assert "Dropout draws random numbers" in activation_stack_refusal(torch.nn.Dropout(0.1), 8)
+    assert "mixes the samples" in activation_stack_refusal(torch.nn.Softmax(dim=0), 8)
+    assert "PReLU has parameters" in activation_stack_refusal(torch.nn.PReLU(), 8)
+    # Normalised by the batch's statistics, with no state of its own.
+    norm = torch.nn.BatchNorm1d(8, affine=False, track_running_stats=False)
+    assert "mixes the samples" in activation_stack_refusal(norm, 8)
+
+
+def test_mixed_precision_members_train_as_stacks_of_one(make_cfg, tmp_path):
+    # One GradScaler for a whole stack would skip every member's step for one member's inf.
+    amp = ["+trainer.precision=16-mixed", "max_epochs=1", "data.num_samples=200"]
+    results = train_stack(
+        [make_cfg(*amp, f"seed={s}", output_dir=tmp_path / f"m{s}") for s in (0, 1)], {"id": "s"}
+    )
+    assert [r["stack"]["members"] for r in results] == [1, 1]
+    assert [r["status"] for r in results] == ["completed", "completed"]
+
+
+def test_a_members_wall_time_is_its_share_of_the_stacks(make_cfg, tmp_path):
+    tiny = ["max_epochs=1", "data.num_samples=200", "callbacks=none"]
+    results = train_stack(
+        [make_cfg(*tiny, f"seed={s}", output_dir=tmp_path / f"m{s}") for s in (0, 1)],
+        {"id": "s"},
+    )
+    stack_wall = results[0]["stack_wall_s"]
+    assert stack_wall > 0 and [r["stack_wall_s"] for r in results] == [stack_wall] * 2
+    for s, result in enumerate(results):  # summed over the members: the stack's time
+        assert result["wall_s"] == pytest.approx(stack_wall / 2, abs=1e-3)
+        assert read_result(tmp_path / f"m{s}") == result
+    solo = train(make_cfg(*tiny, output_dir=tmp_path / "solo"))
+    assert solo["wall_s"] > 0 and "stack_wall_s" not in solo
+
+
+@pytest.mark.parametrize(
+    "factory",
+    [
+        functools.partial(torch.optim.SGD, lr=0.1, momentum=0.9),
+        functools.partial(torch.optim.Adam, lr=0.1),
+        functools.partial(torch.optim.AdamW, lr=0.1, weight_decay=0.1),
+    ],
+)
+def test_a_frozen_member_keeps_its_weights_exactly(factory):
+    # A diverged member's weights stay as its solo run left them, inf included: what the
+    # instruments measure of it at the end is what they measured where it stopped.
+    start = torch.tensor([[1.0, -2.0], [3.0, 4.0]])
+    p = torch.nn.Parameter(start.clone())
+    opt = stacked_optimizer([factory, factory], [p])
+    p.grad = torch.tensor([[0.5, 0.5], [math.inf, 1.0]])
+    opt.step()  # member 1's state and weights go non-finite
+    frozen_at = p.detach()[1].clone()
+    opt.frozen = torch.tensor([False, True])
+    for _ in range(3):
+        p.grad = torch.tensor([[0.5, 0.5], [math.nan, 1.0]])
+        opt.step()
+    assert torch.equal(p.detach()[1].isnan(), frozen_at.isnan())
+    assert torch.equal(p.detach()[1].nan_to_num(), frozen_at.nan_to_num())
+    assert torch.isfinite(p.detach()[0]).all()

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from fcn_research.report.loading import load_sweep
 from fcn_research.results import read_result
 from fcn_research.stacking import group_stacks, solo_reason, stack_key
-from fcn_research.train import CONF_DIR
+from fcn_research.train import CONF_DIR, train
 from hydra_plugins.fcn_stacked_launcher.stacked_launcher import StackedLauncher
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -94,6 +95,11 @@ def test_sgd_momentum_stacks_with_plain_sgd(make_cfg):
         (["trainer.devices=-1"], "trainer.devices=-1"),
         (["+trainer.num_nodes=2"], "trainer.num_nodes=2"),
         (["+trainer.strategy._target_=lightning.pytorch.strategies.SingleDeviceStrategy"], None),
+        (["+trainer.precision=16-mixed"], "trainer.precision=16-mixed scales the loss with one"),
+        (["+trainer.precision=16"], "trainer.precision=16 scales the loss with one GradScaler"),
+        (["+trainer.precision=bf16-mixed"], None),  # no GradScaler: members stay apart
+        (["activation=swish_learnable"], "LearnableSwish has parameters or buffers of its own"),
+        (["activation=leaky_relu", "depth=1"], None),  # a perceptron has no activation
         (["experiment=pruning"], "callbacks.pruning (lightning.pytorch.callbacks.ModelPruning)"),
         (
             [
@@ -110,6 +116,68 @@ def test_solo_reason(make_cfg, overrides, reason):
         assert got is None
     else:
         assert got is not None and reason in got
+
+
+USER_ACTIVATIONS = '''
+    import torch
+    from torch import nn
+
+
+    class BatchCentredReLU(nn.Module):
+        """relu(x - x.mean(0)): each sample's output depends on the batch's other samples."""
+
+        def forward(self, x):
+            return torch.relu(x - x.mean(0))
+
+
+    class NoisyReLU(nn.Module):
+        """ReLU with a random slope for negative inputs in training, as torch's RReLU."""
+
+        def forward(self, x):
+            if not self.training:
+                return torch.relu(x)
+            return torch.where(x >= 0, x, x * torch.rand_like(x) * 0.3)
+'''
+
+
+def test_activations_that_mix_samples_or_draw_random_numbers_run_alone(
+    run_cli, make_cfg, tmp_path, monkeypatch
+):
+    """A stack hands the activation every member's rows at once: a user's activation that
+    mixes the rows of a batch, or draws random numbers in training, trains as a stack of one
+    (the plan says why), so each member's numbers are its solo job's."""
+    ext = tmp_path / "ext"
+    ext.mkdir()
+    (ext / "my_activations.py").write_text(textwrap.dedent(USER_ACTIVATIONS))
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join(filter(None, [str(ext), os.environ.get("PYTHONPATH")]))
+    )
+    monkeypatch.syspath_prepend(str(ext))
+    sweep = tmp_path / "sweep"
+    acts = "my_activations.BatchCentredReLU,my_activations.NoisyReLU"
+    proc = run_cli(
+        "-m", "launcher=stacked", f"activation._target_={acts}", "seed=0,1", "depth=2",
+        "callbacks.neurons=null", *TINY, f"hydra.sweep.dir={sweep}",
+    )  # fmt: skip
+    log = proc.stdout + proc.stderr
+    assert "Launching 4 jobs as 4 stacks" in log
+    assert log.count("(alone: BatchCentredReLU mixes the samples of a batch") == 2
+    assert log.count("(alone: NoisyReLU draws random numbers in training") == 2
+    jobs = _jobs(sweep)
+    assert len(jobs) == 4
+    for job in jobs:
+        result = read_result(job)
+        assert result["status"] == "completed", result.get("error")
+        assert result["stack"]["members"] == 1
+    # Seed 1 of the random one: what its solo job gives, bit for bit (a stack of one).
+    job = next(j for j in jobs if "NoisyReLU" in j.name and "seed=1" in j.name)
+    solo = train(
+        make_cfg(
+            "activation._target_=my_activations.NoisyReLU", "seed=1", "depth=2",
+            "callbacks.neurons=null", *TINY, output_dir=tmp_path / "solo",
+        )
+    )  # fmt: skip
+    assert read_result(job)["metrics"] == solo["metrics"]
 
 
 def test_jobs_group_in_order_up_to_max_members(make_cfg, tmp_path):
@@ -404,3 +472,13 @@ def test_an_experiment_run_stacked_keeps_its_outcome(run_cli, tmp_path):
     assert len(loss) == 9
     for seed in (0, 1, 2):
         assert loss["tanh", seed] < loss["zero_centred_sigmoid", seed] < loss["sigmoid", seed]
+
+
+def test_the_launcher_preset_says_what_members_may_differ_in(make_cfg):
+    """conf/launcher/stacked.yaml's header agrees with stack_key: a data seed starts a stack."""
+    header = (CONF_DIR / "launcher" / "stacked.yaml").read_text().split("\ndefaults:")[0]
+    text = " ".join(line.lstrip("# ") for line in header.splitlines())
+    may_differ = text.split("may differ in", 1)[1].split(";")[0]
+    assert "seed" in may_differ and "data.seed" not in may_differ
+    assert "a new data.seed starts a new stack" in text
+    assert stack_key(make_cfg("data.seed=3")) != stack_key(make_cfg())

@@ -9,6 +9,7 @@ to a base scheme (``Default`` unless set).
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Literal
 
@@ -82,7 +83,9 @@ def activation_gain(activation: nn.Module | None, width: int | None = None) -> f
         with torch.random.fork_rng(devices=[]), torch.no_grad():
             torch.manual_seed(0)
             z = torch.randn(-(-_MC_SAMPLES // width), width)
-            second_moment = activation(z).pow(2).mean().item()
+            # On the CPU, where z is drawn: a copy, so an activation trained on a GPU (the
+            # theory instrument asks there) stays where it is.
+            second_moment = copy.deepcopy(activation).cpu()(z).pow(2).mean().item()
     if not math.isfinite(second_moment) or second_moment <= 0:
         raise ValueError(
             f"cannot compute a gain for {type(activation).__name__}: E[f(z)^2] = "

@@ -63,7 +63,7 @@ class MLP(nn.Module):
                     f"activation must build an nn.Module, got {type(act).__name__}; "
                     "is the config node missing `_partial_: true`?"
                 )
-            pool = int(getattr(act, "pool_size", 1))
+            pool = pool_size(act)
             self.linears.append(nn.Linear(fan_in, w * pool))
             self.activations.append(act)
             fan_in = w
@@ -106,6 +106,70 @@ class StackedLinear(nn.Module):
         if x.dim() == 2:  # one input for every member
             return torch.matmul(x, self.weight.transpose(1, 2)) + self.bias.unsqueeze(1)
         return torch.baddbmm(self.bias.unsqueeze(1), x, self.weight.transpose(1, 2))
+
+
+def pool_size(activation: nn.Module) -> int:
+    """How many inputs ``activation`` pools into one output unit (1: elementwise)."""
+    return int(getattr(activation, "pool_size", 1))
+
+
+def rows_jacobian(
+    activation: nn.Module, width_in: int, device: torch.device | str = "cpu"
+) -> Tensor:
+    """The exact Jacobian of ``activation`` at three random rows of ``width_in`` features,
+    shaped (3, units, 3, width_in); raises ``ValueError`` unless it maps (n, k * units) to
+    (n, units), with k its ``pool_size``."""
+    pool = pool_size(activation)
+    z = torch.randn(3, width_in, generator=torch.Generator().manual_seed(0)).to(device)
+    jac = torch.autograd.functional.jacobian(lambda t: activation(t.clone()), z, vectorize=True)
+    if jac.dim() != 4 or jac.shape[1] * pool != width_in:
+        raise ValueError(
+            f"{type(activation).__name__} maps inputs of shape {tuple(z.shape)} to "
+            f"{tuple(jac.shape[:2])}; an activation must map (n, k*units) to (n, units), with "
+            f"k its pool_size ({pool})"
+        )
+    return jac.detach()
+
+
+def mixes_rows(jac: Tensor) -> bool:
+    """Whether one row's output depends on another row's input, from ``rows_jacobian``."""
+    rows = torch.eye(jac.shape[0], dtype=torch.bool, device=jac.device)
+    return bool(((jac != 0) & ~rows[:, None, :, None]).any())
+
+
+def activation_stack_refusal(activation: nn.Module, width_in: int) -> str | None:
+    """Why ``activation`` cannot serve several members of a stack at once (None: it can).
+
+    A stack hands it every member's rows in one batch (``apply_rows``), so it must hold no
+    state of its own (parameters or buffers: one set would serve every member), draw no
+    random numbers in training (one draw would serve every member, from the RNG state that
+    the last member's seeding left) and never let one row's output depend on another row.
+    Probed once on random rows of ``width_in`` features, on the CPU, in train and eval mode.
+    """
+    name = type(activation).__name__
+    if list(activation.parameters()) or list(activation.buffers()):
+        return f"{name} has parameters or buffers of its own"
+    was_training = activation.training
+    try:
+        with torch.random.fork_rng(devices=[]):
+            activation.train()
+            z = torch.randn(64, width_in, generator=torch.Generator().manual_seed(0))
+            first, second = activation(z.clone()), activation(z.clone())
+            same = first.shape == second.shape and torch.allclose(
+                first, second, rtol=0.0, atol=0.0, equal_nan=True
+            )
+            if not same:
+                return f"{name} draws random numbers in training (two calls on one input differ)"
+            for training in (True, False):
+                activation.train(training)
+                if mixes_rows(rows_jacobian(activation, width_in)):
+                    return (
+                        f"{name} mixes the samples of a batch (one sample's output depends on "
+                        "another's input), and a stack's batch holds every member's samples"
+                    )
+    finally:
+        activation.train(was_training)
+    return None
 
 
 def apply_rows(activation: nn.Module, z: Tensor) -> Tensor:

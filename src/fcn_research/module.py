@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from lightning.pytorch.plugins.precision import Precision
 from lightning.pytorch.profilers import PassThroughProfiler
 from lightning.pytorch.strategies import SingleDeviceStrategy
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.model_helpers import is_overridden
 from torch import Tensor, nn
 
@@ -59,7 +60,9 @@ class FCNModule(L.LightningModule):
     into each member's own logger (``trainer.loggers[m]``). ``trainer.test`` logs
     ``test/loss`` and ``test/acc`` or ``test/mse`` the same way. A batch may be a list of
     mini-batches: one optimizer step each, in order (``steps_per_batch``). A member whose epoch
-    loss is non-finite is marked diverged (``train/diverged`` = 1) and stops updating; the run
+    loss is non-finite is marked diverged (``train/diverged`` = 1) and stops updating, at the
+    step and epoch where its solo run would stop (``stopped_at``): nothing of it is logged after
+    that but the end of training's values, at its own stop step (``event_steps``). The run
     stops when every member has.
     """
 
@@ -82,6 +85,8 @@ class FCNModule(L.LightningModule):
             )
         self.optimizer_factories = factories
         self.diverged = [False] * self.members
+        # Per member that diverged: (global_step, epochs) where it stopped; None while it trains.
+        self.stopped_at: list[tuple[int, int] | None] = [None] * self.members
         # Per member: the run's flat hparams (set by train()) and its last epoch metrics.
         self.run_hparams: list[dict[str, object]] = [{} for _ in range(self.members)]
         self.member_metrics: list[dict[str, float]] = [{} for _ in range(self.members)]
@@ -191,9 +196,19 @@ class FCNModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["members_diverged"] = list(self.diverged)
+        checkpoint["members_stopped_at"] = [list(s) if s else None for s in self.stopped_at]
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.diverged = list(checkpoint.get("members_diverged", self.diverged))
+        stopped = checkpoint.get("members_stopped_at", self.stopped_at)
+        self.stopped_at = [(int(s[0]), int(s[1])) if s else None for s in stopped]
+
+    def event_steps(self, step: int, at_end: bool = False) -> list[int | None]:
+        """Per member, the step at which an event of the stack at ``step`` is logged for it, or
+        None: not at all. A member that stopped (diverged) gets no event after its stop, as its
+        solo run, except the end of training's (``at_end``: the last measurements, the test
+        split), which its solo run logs at its stop step (its weights have not changed since)."""
+        return [step if stop is None else (stop[0] if at_end else None) for stop in self.stopped_at]
 
     def _zeros(self) -> dict[str, Any]:
         device = self.device
@@ -219,23 +234,32 @@ class FCNModule(L.LightningModule):
         per_member = [
             dict(zip(tags, host[:, m].tolist(), strict=True)) for m in range(self.members)
         ]
+        # Outside fit (the test split, a validation after it): the end of training's values.
+        steps = self.event_steps(
+            self.trainer.global_step, self.trainer.state.fn != TrainerFn.FITTING
+        )
         if self.members == 1:
             for tag in tags:
                 self.log(tag, values[tag][0], sync_dist=True, prog_bar=prog_bar)
         else:
-            step, epoch = self.trainer.global_step, self.trainer.current_epoch
+            epoch = self.trainer.current_epoch
             loggers = self.trainer.loggers
             if self.trainer.global_rank == 0 and loggers:
                 # Loggers come member by member (train_stack); like Lightning's own logging,
-                # every record carries the epoch.
+                # every record carries the epoch (a stopped member's: where it stopped).
                 per = len(loggers) // self.members
                 for k, logger in enumerate(loggers):
-                    logger.log_metrics({**per_member[k // per], "epoch": epoch}, step=step)
+                    m = k // per
+                    if steps[m] is not None:
+                        stop = self.stopped_at[m]
+                        record = {**per_member[m], "epoch": stop[1] if stop else epoch}
+                        logger.log_metrics(record, step=steps[m])
             if prog_bar:
                 for tag in tags:
                     self.log(tag, values[tag].nanmean(), logger=False, prog_bar=True)
-        for member, metrics in zip(self.member_metrics, per_member, strict=True):
-            member.update(metrics)
+        for member, metrics, step in zip(self.member_metrics, per_member, steps, strict=True):
+            if step is not None:  # a stopped member keeps its values from where it stopped
+                member.update(metrics)
         return per_member
 
     def on_train_epoch_end(self) -> None:
@@ -254,6 +278,9 @@ class FCNModule(L.LightningModule):
             }
         )
         self.diverged = [bool(m["train/diverged"]) for m in logged]  # the epoch's host read
+        for m, diverged in enumerate(self.diverged):
+            if diverged and self.stopped_at[m] is None:  # as its solo run's trainer counts
+                self.stopped_at[m] = (self.trainer.global_step, self.trainer.current_epoch + 1)
         if all(self.diverged):
             self.trainer.should_stop = True
         else:

@@ -74,6 +74,8 @@ class ResultRecorder(Callback):
         metrics = _epoch_metrics(trainer, pl_module)
         finals = _collect(trainer, "final_metrics", members)
         inits = _collect(trainer, "init_metrics", members)
+        # A member that stopped (diverged) early ends where its solo run would.
+        stopped = getattr(pl_module, "stopped_at", None) or [None] * members
         for m, job_dir in enumerate(self.job_dirs):
             # A resumed run's instruments restored their step-0 values from the checkpoint;
             # anything they lack (a checkpoint from an older version) stays as result.json has.
@@ -82,8 +84,8 @@ class ResultRecorder(Callback):
                 job_dir,
                 init=init,
                 metrics={**metrics[m], **finals[m]},
-                epochs=trainer.current_epoch,
-                global_step=trainer.global_step,
+                epochs=stopped[m][1] if stopped[m] else trainer.current_epoch,
+                global_step=stopped[m][0] if stopped[m] else trainer.global_step,
             )
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

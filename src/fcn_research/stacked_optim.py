@@ -43,7 +43,9 @@ class StackedOptimizer(torch.optim.Optimizer):
 
     ``frozen`` (a (M,) bool tensor, or None) stops members from updating: their gradient is
     taken as zero and their learning rate as zero (a diverged member, whose non-finite
-    gradient must not reach its state's arithmetic as NaN * 0).
+    gradient must not reach its state's arithmetic as NaN * 0), and their update direction
+    as zero, so their weights stay exactly as they were (an inf in a momentum buffer times a
+    zero learning rate would be NaN).
     """
 
     def __init__(self, params: Iterable[nn.Parameter], members: int, **hparams: Any) -> None:
@@ -59,6 +61,11 @@ class StackedOptimizer(torch.optim.Optimizer):
         if self.frozen is not None:
             g = torch.where(self.frozen.view(-1, *([1] * (p.dim() - 1))), 0.0, g)
         return g
+
+    def _direction(self, d: Tensor) -> Tensor:
+        if self.frozen is not None:
+            d = torch.where(self.frozen.view(-1, *([1] * (d.dim() - 1))), 0.0, d)
+        return d
 
     def _lrs(self, group: dict[str, Any]) -> list[float]:
         lrs = list(group["lr"])
@@ -115,7 +122,7 @@ class StackedSGD(StackedOptimizer):
                             g * _per_member([1 - d for d in damp], p)
                         )
                     g = g + _per_member(momentum, p) * buf if group["nesterov"] else buf
-                p.addcmul_(g, _per_member([-lr for lr in lrs], p))
+                p.addcmul_(self._direction(g), _per_member([-lr for lr in lrs], p))
         return loss
 
 
@@ -176,7 +183,7 @@ class StackedAdam(StackedOptimizer):
                 denom = (exp_avg_sq.sqrt() / _per_member(bc2_sqrt, p)).add_(
                     _per_member(group["eps"], p)
                 )
-                p.addcmul_(exp_avg / denom, _per_member(step_size, p))
+                p.addcmul_(self._direction(exp_avg / denom), _per_member(step_size, p))
         return loss
 
 

@@ -6,7 +6,8 @@ only in what changes the numbers, not the operations: the seed, the initializer 
 parameters, the learning rate and the optimizer's numeric hyperparameters. (Not the data
 seed: a stack holds one copy of one dataset, which its members walk in their own orders.)
 ``stack_key`` says which jobs may share a stack, ``solo_reason`` why a job must run as a
-stack of one, ``group_stacks`` groups a sweep's jobs. The launcher
+stack of one (its activation is probed once, with torch imported then), ``group_stacks``
+groups a sweep's jobs. The launcher
 (``hydra_plugins.fcn_stacked_launcher``) writes each stack's manifest
 (``<sweep dir>/.stacks/stack_NNN/manifest.yaml``) and runs ``run_stack`` on it as one job.
 
@@ -17,6 +18,7 @@ whenever ``python train.py`` starts, ``--help`` included.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import logging
 from collections.abc import Sequence
@@ -26,7 +28,7 @@ from typing import Any
 import yaml
 from hydra.conf import HydraConf
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict, read_write
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +57,9 @@ STACKED_OPTIMIZERS = ("torch.optim.SGD", "torch.optim.Adam", "torch.optim.AdamW"
 # The project's own instruments (conf/callbacks/default.yaml): they compute on stacked tensors.
 OWN_CALLBACKS = "fcn_research.callbacks."
 SINGLE_DEVICE_STRATEGIES = ("auto", "single_device")
+# Precisions that scale the loss with a GradScaler: one for a whole stack would skip every
+# member's step, and lower every member's scale, for an inf in one member's gradient.
+GRAD_SCALER_PRECISIONS = ("16-mixed", "16")
 _YAML_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _OUTPUT_DIR = "<output_dir>"  # the job dir, the same for every member when comparing keys
@@ -128,6 +133,12 @@ def solo_reason(cfg: DictConfig) -> str | None:
     nodes = trainer.get("num_nodes", 1)
     if nodes not in (None, 1):
         return f"trainer.num_nodes={nodes} is not one device"
+    precision = str(trainer.get("precision"))
+    if precision in GRAD_SCALER_PRECISIONS:
+        return (
+            f"trainer.precision={precision} scales the loss with one GradScaler for the whole "
+            "stack (an inf in one member would skip every member's step)"
+        )
     for name, callback in (cfg.get("callbacks") or {}).items():
         if not isinstance(callback, DictConfig) or "_target_" not in callback:
             continue  # switched off (null), so not built
@@ -137,7 +148,33 @@ def solo_reason(cfg: DictConfig) -> str | None:
                 f"callbacks.{name} ({target}) acts on the whole model; only the instruments of "
                 f"{OWN_CALLBACKS}* act per member"
             )
-    return None
+    return activation_reason(cfg)
+
+
+def activation_reason(cfg: DictConfig) -> str | None:
+    """Why the job's activation cannot serve several members at once (None: it can), from
+    probing it (``fcn_research.model.activation_stack_refusal``): once per activation config
+    and width in a process."""
+    activation = OmegaConf.to_container(cfg.activation, resolve=True)
+    width = OmegaConf.to_container(cfg.width) if isinstance(cfg.width, ListConfig) else cfg.width
+    return _probed_activation(json.dumps([activation, width, cfg.depth], default=str))
+
+
+@functools.cache
+def _probed_activation(key: str) -> str | None:
+    from hydra.utils import instantiate
+
+    from fcn_research.model import activation_stack_refusal, hidden_widths, pool_size
+
+    node, width, depth = json.loads(key)
+    try:
+        widths = hidden_widths(width, depth)
+        if not widths:  # a perceptron has no activation
+            return None
+        activation = instantiate(node)()
+        return activation_stack_refusal(activation, widths[0] * pool_size(activation))
+    except Exception as err:  # a bad activation fails in its own job, recorded there
+        return f"its activation could not be probed ({type(err).__name__}: {err})"
 
 
 def group_stacks(cfgs: Sequence[DictConfig], max_members: int) -> list[list[int]]:

@@ -70,7 +70,8 @@ def elementwise(activation: nn.Module) -> nn.Module:
             f"{name} pools {pool} inputs per unit: the mean-field length map is for elementwise "
             "activations (one Gaussian pre-activation per unit)"
         )
-    act = copy.deepcopy(activation).to(torch.float64).eval()
+    # A float64 copy on the CPU, where the quadrature nodes are (the network may be on a GPU).
+    act = copy.deepcopy(activation).to("cpu", torch.float64).eval()
     z = torch.linspace(-3, 3, 7, dtype=torch.float64)
     try:
         with torch.no_grad():

@@ -46,6 +46,7 @@ from fcn_research.module import FCNModule
 from fcn_research.recording import ResultRecorder
 from fcn_research.results import RESULT_FILE, read_result, write_json_atomic
 from fcn_research.stacked_optim import stack_refusal
+from fcn_research.stacking import solo_reason
 from fcn_research.trainer_options import apply_trainer_options
 
 log = logging.getLogger(__name__)
@@ -328,20 +329,18 @@ def train_stack(cfgs: Sequence[DictConfig], stack: dict[str, Any] | None = None)
 
 
 def _unstackable(cfgs: Sequence[DictConfig]) -> str | None:
-    """Why these jobs cannot train as one stack (None: they can), from what only building
-    their optimizer and activation shows (the launcher's ``solo_reason`` reads configs)."""
+    """Why these jobs cannot train as one stack (None: they can): what only building their
+    optimizers shows, and the launcher's ``solo_reason`` for the first (the members share its
+    shape: its trainer, callbacks and activation, which that probes)."""
     try:
         refused = stack_refusal([instantiate(cfg.optimizer) for cfg in cfgs])
-        activation = instantiate(cfgs[0].activation)()
     except Exception as err:  # a bad config: each member records its own error
         return f"{type(err).__name__}: {err}"
     if refused:
         return refused
     if cfgs[0].get("test_weights", "last") == BEST_VAL:
         return "test_weights=best_val keeps one best epoch, chosen by one validation metric"
-    if list(activation.parameters()) or list(activation.buffers()):
-        return f"{type(activation).__name__} has parameters or buffers of its own"
-    return None
+    return solo_reason(cfgs[0])
 
 
 def _resume_step(cfg: DictConfig) -> int | None:
@@ -456,8 +455,9 @@ def _train_members(
             raise
         log.exception("stack failed")
     finally:
+        end = time.perf_counter()  # one stack time for every member
         for i in live:
-            _finish(results[i], Path(cfgs[i].output_dir), start)
+            _finish(results[i], Path(cfgs[i].output_dir), start, members=len(live), end=end)
     for i in live:
         rounded = {k: round(v, 4) for k, v in results[i]["metrics"].items()}
         line = f"{results[i]['status']}: {rounded}"
@@ -474,8 +474,17 @@ def _append_log(out: Path, line: str) -> None:
         f.write(f"[{stamp}][{__name__}.metrics][INFO] - {line}\n")
 
 
-def _finish(result: dict[str, Any], out: Path, start: float) -> None:
-    result["wall_s"] = round(time.perf_counter() - start, 3)
+def _finish(
+    result: dict[str, Any], out: Path, start: float, members: int = 1, end: float | None = None
+) -> None:
+    """Write a member's final result.json, with its wall time: ``wall_s``, its share of the
+    time from ``start`` to ``end`` (now), split evenly among the ``members`` that trained
+    together, and for a member of a stack (several members, or a stacked sweep's)
+    ``stack_wall_s``, the whole."""
+    elapsed = (end if end is not None else time.perf_counter()) - start
+    result["wall_s"] = round(elapsed / members, 3)
+    if members > 1 or "stack" in result:
+        result["stack_wall_s"] = round(elapsed, 3)
     write_json_atomic(out / RESULT_FILE, result)
 
 

@@ -48,7 +48,7 @@ class ActivationParameters(StepInstrument):
             if parameter.grad is not None:
                 values[f"act_param_grad_norm/{key}"] = parameter.grad.detach().float().norm()
         host = to_host(values)  # one transfer for all of them
-        write_members(trainer, host, step)
+        write_members(trainer, host, step, self.at_end)
         for member in host[:1]:
             grads = {k: v for k, v in member.items() if k.startswith("act_param_grad_norm/")}
             self._last_grad_norms.update(grads)

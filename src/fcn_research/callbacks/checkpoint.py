@@ -17,6 +17,8 @@ from torch import Tensor
 # Callback state that holds one entry per member (the instruments' step-0 values and
 # histogram ranges): split and joined with the members.
 MEMBER_STATE_KEYS = ("init_metrics", "hist_ranges")
+# The module's per-member lists (FCNModule.on_save_checkpoint): split and joined likewise.
+MEMBER_LISTS = ("members_diverged", "members_stopped_at")
 # Optimizer hyperparameters that stacked optimizers keep as one value per member.
 MEMBER_HPARAMS = ("lr", "momentum", "dampening", "weight_decay", "betas", "eps")
 
@@ -69,8 +71,9 @@ def split_checkpoint(checkpoint: dict[str, Any], members: int) -> list[dict[str,
             key: {k: _slice_state(v, m) if k in MEMBER_STATE_KEYS else v for k, v in state.items()}
             for key, state in checkpoint.get("callbacks", {}).items()
         }
-        if "members_diverged" in checkpoint:
-            part["members_diverged"] = checkpoint["members_diverged"][m : m + 1]
+        for key in MEMBER_LISTS:
+            if key in checkpoint:
+                part[key] = checkpoint[key][m : m + 1]
         parts.append(part)
     return parts
 
@@ -117,8 +120,9 @@ def merge_checkpoints(parts: list[dict[str, Any]]) -> dict[str, Any]:
         }
         for key, state in first.get("callbacks", {}).items()
     }
-    if "members_diverged" in first:
-        merged["members_diverged"] = [d for p in parts for d in p["members_diverged"]]
+    for key in MEMBER_LISTS:
+        if all(key in p for p in parts):
+            merged[key] = [d for p in parts for d in p[key]]
     return merged
 
 

@@ -144,8 +144,10 @@ class DecisionBoundary(EpochImages):
         x = getattr(datamodule, "x_train", None)
         return x is not None and x.shape[1] == 2 and datamodule.task != "regression"
 
-    def draw(self, trainer: L.Trainer, pl_module: L.LightningModule, writers: list[Any]) -> None:
-        dm, step = trainer.datamodule, trainer.global_step
+    def draw(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, runs: list[tuple[Any, int] | None]
+    ) -> None:
+        dm = trainer.datamodule
         images = {
             "decision_boundary": render_boundary(pl_module, dm.x_train, dm.y_train, self.resolution)
         }
@@ -153,6 +155,8 @@ class DecisionBoundary(EpochImages):
             for i, canvas in enumerate(render_neuron_maps(pl_module, dm.x_train), 1):
                 images[layer_tag("neurons/maps", i)] = canvas
         host = {tag: img.cpu() for tag, img in images.items()}
-        for m, writer in enumerate(writers):
-            for tag, img in host.items():
-                writer.add_image(tag, img[m], step)
+        for m, run in enumerate(runs):
+            if run is not None:
+                writer, step = run
+                for tag, img in host.items():
+                    writer.add_image(tag, img[m], step)

@@ -85,8 +85,12 @@ class FunctionFit(EpochImages):
         x = getattr(datamodule, "x_train", None)
         return x is not None and x.shape[1] == 1 and datamodule.task == "regression"
 
-    def draw(self, trainer: L.Trainer, pl_module: L.LightningModule, writers: list[Any]) -> None:
+    def draw(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, runs: list[tuple[Any, int] | None]
+    ) -> None:
         dm = trainer.datamodule
         img = render_function_fit(pl_module, dm.x_train, dm.y_train, self.width, self.height)
-        for writer, member_img in zip(writers, img.cpu(), strict=False):
-            writer.add_image("function_fit", member_img, trainer.global_step)
+        for run, member_img in zip(runs, img.cpu(), strict=False):
+            if run is not None:
+                writer, step = run
+                writer.add_image("function_fit", member_img, step)

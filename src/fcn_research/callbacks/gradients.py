@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from fcn_research.callbacks.histograms import FixedRangeHistograms
 from fcn_research.callbacks.probe import (
     layer_tag,
+    member_steps,
     member_writers,
     mlp_of,
     probe_set,
@@ -135,12 +136,15 @@ class GradientMonitor(StepInstrument):
         self.hist.keep_ranges(
             tags, [[member_rows[m][k] for m in range(members)] for k in range(len(tags))]
         )
-        for writer, member, rows_m in zip(
-            member_writers(trainer), scalars, member_rows, strict=False
+        steps = member_steps(trainer, step, members, self.at_end)
+        for writer, member, rows_m, at in zip(
+            member_writers(trainer), scalars, member_rows, steps, strict=False
         ):
-            write_scalars(writer, member, step)
+            if at is None:  # a member that stopped (diverged) earlier
+                continue
+            write_scalars(writer, member, at)
             if rows_m:
-                self.hist.write(writer, tags, rows_m, meta, step)
+                self.hist.write(writer, tags, rows_m, meta, at)
         return scalars
 
     def state_dict(self) -> dict[str, Any]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import lightning as L
 import torch
 from torch import Tensor
@@ -21,6 +23,7 @@ def hidden_jacobian_singular_values(model: StackedMLP | MLP, x: Tensor) -> Tenso
     The input and output Linears change the dimension (64 pixels in, 10 classes out), not how
     a signal fares through depth, so they are left out: at a constant width J is square, as
     in Pennington et al. (2017). ``depth`` < 3 (no hidden-to-hidden Linear) gives J = I.
+    A sample whose Jacobian is not finite (a diverged member) gets NaN singular values.
     """
     if isinstance(model, MLP):
         model = StackedMLP([model])
@@ -38,7 +41,12 @@ def hidden_jacobian_singular_values(model: StackedMLP | MLP, x: Tensor) -> Tenso
 
     per_sample = vmap(jacrev(through_hidden, argnums=2), in_dims=(None, None, 0))
     jac = vmap(per_sample)(weights, biases, h1)  # members, then samples
-    return torch.linalg.svdvals(jac)
+    # A diverged member's Jacobian holds NaN or inf, on which the SVD fails (for the whole
+    # batch, on the CPU): it is taken on zeros instead and reported as NaN, so a member's
+    # divergence never reaches another member's values, nor fails the run.
+    finite = jac.isfinite().flatten(-2).all(-1)  # (M, samples)
+    s = torch.linalg.svdvals(torch.where(finite[..., None, None], jac, 0.0))
+    return torch.where(finite[..., None], s, math.nan)
 
 
 class JacobianSpectrum(StepInstrument):
@@ -85,7 +93,7 @@ class JacobianSpectrum(StepInstrument):
                 "jacobian/singular_value_min": s.amin(1),
             }
         )
-        write_members(trainer, values, step)
+        write_members(trainer, values, step, self.at_end)
         return values
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -16,7 +16,7 @@ from fcn_research.callbacks.probe import (
     write_members,
 )
 from fcn_research.callbacks.schedule import StepInstrument
-from fcn_research.model import MLP, StackedMLP
+from fcn_research.model import MLP, StackedMLP, mixes_rows, pool_size, rows_jacobian
 
 # A unit is dead when |d act/d z| <= DEAD_TOL at every probe point: no gradient passes.
 # Exact for ReLU (derivative 0 or 1); for a sigmoid it means the derivative underflowed.
@@ -49,30 +49,19 @@ class ActivationProfile:
     peak: Tensor
 
 
-def _pool(activation: nn.Module) -> int:
-    return int(getattr(activation, "pool_size", 1))
-
-
 def _structure(activation: nn.Module, width_in: int, device: torch.device) -> bool:
     """Whether the activation is element-wise (per unit or per pool of pieces), from its exact
     Jacobian at three random points; raise if it mixes samples of a batch."""
-    pool = _pool(activation)
-    z = torch.randn(3, width_in, generator=torch.Generator().manual_seed(0)).to(device)
-    jac = torch.autograd.functional.jacobian(lambda t: activation(t.clone()), z, vectorize=True)
-    if jac.dim() != 4 or jac.shape[1] * pool != width_in:
-        raise ValueError(
-            f"{type(activation).__name__} maps inputs of shape {tuple(z.shape)} to "
-            f"{tuple(jac.shape[:2])}; an activation must map (n, k*units) to (n, units), with "
-            f"k its pool_size ({pool})"
-        )
-    nonzero = jac.detach() != 0
-    samples = torch.eye(3, dtype=torch.bool, device=device)
-    if (nonzero & ~samples[:, None, :, None]).any():
+    pool = pool_size(activation)
+    jac = rows_jacobian(activation, width_in, device)
+    if mixes_rows(jac):
         raise ValueError(
             f"{type(activation).__name__} mixes the samples of a batch (one sample's output "
             "depends on another's input); dead and saturated units are per-sample quantities. "
             "Switch the neuron instrument off with callbacks.neurons=null"
         )
+    nonzero = jac != 0
+    samples = torch.eye(jac.shape[0], dtype=torch.bool, device=device)
     units = jac.shape[1]
     own = (
         torch.arange(width_in, device=device) // pool == torch.arange(units, device=device)[:, None]
@@ -91,7 +80,8 @@ def _own_derivatives(out: Tensor, z: Tensor, pool: int) -> Tensor:
         hi = min(units, lo + chunk)
         grad_out = eye[lo:hi].unsqueeze(1).expand(hi - lo, n, units)
         (g,) = torch.autograd.grad(out, z, grad_out, retain_graph=True, is_grads_batched=True)
-        g = g.unflatten(-1, (units, pool))[torch.arange(hi - lo), :, torch.arange(lo, hi)]
+        rows = torch.arange(hi - lo, device=g.device)
+        g = g.unflatten(-1, (units, pool))[rows, :, torch.arange(lo, hi, device=g.device)]
         parts.append(g.abs().sum(-1).T)  # (n, hi - lo)
     return torch.cat(parts, 1)
 
@@ -108,7 +98,7 @@ def activate_with_derivative(
     gradient through whichever of them is active. ``elementwise`` (see ``ActivationProfile``)
     takes the cheap path: one backward of the summed output.
     """
-    pool = _pool(activation)
+    pool = pool_size(activation)
     z = z.detach().requires_grad_(True)
     with torch.enable_grad():
         # clone: an in-place activation must not write into the leaf it is differentiated by.
@@ -122,15 +112,22 @@ def activate_with_derivative(
     return out.detach(), d
 
 
-def profile_activation(activation: nn.Module, width_in: int | None = None) -> ActivationProfile:
+def profile_activation(
+    activation: nn.Module, width_in: int | None = None, device: torch.device | None = None
+) -> ActivationProfile:
     """Structure and per-unit peak derivative of ``activation`` on inputs of ``width_in``
-    features (the Linear's output width; default one unit's ``pool_size`` pieces)."""
-    width_in = width_in or _pool(activation)
-    device = next(activation.parameters(), torch.empty(0)).device
-    elementwise = _structure(activation, width_in, device)
-    z = _PEAK_GRID.to(device).unsqueeze(1).expand(-1, width_in).contiguous()
+    features (the Linear's output width; default one unit's ``pool_size`` pieces), the peak
+    on ``device`` (the layer's; default where the activation's parameters are).
+
+    Probed where the activation's parameters are (the CPU for one without any: ReLU, tanh),
+    so the layer's device matters only for where the result goes.
+    """
+    width_in = width_in or pool_size(activation)
+    own = next(activation.parameters(), torch.empty(0)).device
+    elementwise = _structure(activation, width_in, own)
+    z = _PEAK_GRID.to(own).unsqueeze(1).expand(-1, width_in).contiguous()
     _, d = activate_with_derivative(activation, z, elementwise)
-    return ActivationProfile(elementwise, d.amax(0))
+    return ActivationProfile(elementwise, d.amax(0).to(device or own))
 
 
 def peak_derivative(activation: nn.Module, width_in: int | None = None) -> Tensor:
@@ -142,7 +139,7 @@ def peak_derivative(activation: nn.Module, width_in: int | None = None) -> Tenso
 def profile_layers(model: StackedMLP | MLP) -> list[ActivationProfile]:
     """``profile_activation`` of every hidden layer's activation, at that layer's width."""
     return [
-        profile_activation(act, linear.out_features)
+        profile_activation(act, linear.out_features, linear.weight.device)
         for linear, act in zip(model.linears, model.activations, strict=False)
     ]
 
@@ -268,7 +265,7 @@ class NeuronMonitor(StepInstrument):
             self.low_gradient_threshold,
         )
         values = to_host(stats)
-        write_members(trainer, values, step)
+        write_members(trainer, values, step, self.at_end)
         return values
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

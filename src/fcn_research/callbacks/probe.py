@@ -73,10 +73,24 @@ def to_host(values: dict[str, Tensor]) -> list[dict[str, float]]:
     return [dict(zip(values, col.tolist(), strict=True)) for col in flat.T]
 
 
-def write_members(trainer: L.Trainer, values: list[dict[str, float]], step: int) -> None:
-    """Each member's scalars into its own run, one record per member."""
-    for writer, member in zip(member_writers(trainer), values, strict=False):
-        write_scalars(writer, member, step)
+def member_steps(
+    trainer: L.Trainer, step: int, members: int, at_end: bool = False
+) -> list[int | None]:
+    """Per member, the step at which the stack's event at ``step`` goes into its run, or None:
+    none for a member that stopped (diverged) before, but the end of training's (``at_end``),
+    at its own stop step (``FCNModule.event_steps``)."""
+    event_steps = getattr(trainer.lightning_module, "event_steps", None)
+    return event_steps(step, at_end) if event_steps is not None else [step] * members
+
+
+def write_members(
+    trainer: L.Trainer, values: list[dict[str, float]], step: int, at_end: bool = False
+) -> None:
+    """Each member's scalars into its own run, one record per member, at ``member_steps``."""
+    steps = member_steps(trainer, step, len(values), at_end)
+    for writer, member, at in zip(member_writers(trainer), values, steps, strict=False):
+        if at is not None:
+            write_scalars(writer, member, at)
 
 
 def write_scalars(writer: Any, values: dict[str, float], step: int) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 
-from fcn_research.callbacks.probe import member_writers
+from fcn_research.callbacks.probe import member_steps, member_writers
 
 
 class LogSchedule:
@@ -47,18 +47,22 @@ class StepInstrument(Callback):
     Subclasses implement ``measure``, once for every member of the stack; the step-0 values
     become ``init_metrics`` (one dict per member: result.json's ``init``, kept in the
     checkpoint so a resumed run still has them), the end-of-training values ``final_metrics``.
+    ``at_end`` is True while the end of training is measured: a member that stopped earlier
+    (diverged) gets those values at its own stop step, and nothing between (``write_members``).
     """
 
     def __init__(self, min_interval: int = 1, max_interval: int = 1000) -> None:
         self.schedule = LogSchedule(min_interval, max_interval)
         self.init_metrics: list[dict[str, float]] = []
         self.final_metrics: list[dict[str, float]] = []
+        self.at_end = False
 
     def measure(
         self, trainer: L.Trainer, pl_module: L.LightningModule, step: int
     ) -> list[dict[str, float]]:
         """Measure every member on the stacked tensors, log each member's values into its own
-        TensorBoard run at ``step``, and return them (host floats, one dict per member)."""
+        TensorBoard run at ``step`` (``write_members(trainer, values, step, self.at_end)``),
+        and return them (host floats, one dict per member)."""
         raise NotImplementedError
 
     def on_before_optimizer_step(
@@ -72,7 +76,11 @@ class StepInstrument(Callback):
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.global_rank == 0:
-            self.final_metrics = self.measure(trainer, pl_module, trainer.global_step)
+            self.at_end = True
+            try:
+                self.final_metrics = self.measure(trainer, pl_module, trainer.global_step)
+            finally:
+                self.at_end = False
 
     def state_dict(self) -> dict[str, Any]:
         return {"init_metrics": [dict(m) for m in self.init_metrics]}
@@ -92,15 +100,19 @@ class EpochImages(Callback):
         """Whether the images make sense for this data (e.g. 2-D inputs)."""
         raise NotImplementedError
 
-    def draw(self, trainer: L.Trainer, pl_module: L.LightningModule, writers: list[Any]) -> None:
-        """Render every member's images (one evaluation of the stack) and write each into
-        its member's writer at ``trainer.global_step``."""
+    def draw(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, runs: list[tuple[Any, int] | None]
+    ) -> None:
+        """Render every member's images (one evaluation of the stack) and write member m's
+        into its writer at its step (``runs[m]``: writer and step; None: write nothing)."""
         raise NotImplementedError
 
-    def _log(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def _log(self, trainer: L.Trainer, pl_module: L.LightningModule, at_end: bool = False) -> None:
         writers = member_writers(trainer)
-        if writers and self.applies(trainer.datamodule):
-            self.draw(trainer, pl_module, writers)
+        steps = member_steps(trainer, trainer.global_step, len(writers), at_end)
+        runs = [None if s is None else (w, s) for w, s in zip(writers, steps, strict=False)]
+        if any(runs) and self.applies(trainer.datamodule):
+            self.draw(trainer, pl_module, runs)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.global_step == 0:
@@ -112,4 +124,4 @@ class EpochImages(Callback):
             self._log(trainer, pl_module)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._log(trainer, pl_module)
+        self._log(trainer, pl_module, at_end=True)

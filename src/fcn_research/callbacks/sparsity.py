@@ -7,7 +7,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 
-from fcn_research.callbacks.probe import layer_tag, mlp_of, to_host
+from fcn_research.callbacks.probe import layer_tag, member_steps, mlp_of, to_host
 from fcn_research.model import StackedMLP
 
 
@@ -39,13 +39,17 @@ class WeightSparsity(Callback):
         self.init_metrics: list[dict[str, float]] = []
         self.final_metrics: list[dict[str, float]] = []
 
-    def _event(self, trainer: L.Trainer, pl_module: L.LightningModule) -> list[dict[str, float]]:
+    def _event(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, at_end: bool = False
+    ) -> list[dict[str, float]]:
         values = to_host(weight_sparsity(mlp_of(pl_module)))
         loggers = trainer.loggers
+        steps = member_steps(trainer, trainer.global_step, len(values), at_end)
         if trainer.global_rank == 0 and loggers:
             per = len(loggers) // len(values)  # loggers come member by member (train_stack)
             for k, logger in enumerate(loggers):
-                logger.log_metrics(values[k // per], step=trainer.global_step)
+                if steps[k // per] is not None:  # None: a member that stopped earlier
+                    logger.log_metrics(values[k // per], step=steps[k // per])
         return values
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -56,4 +60,4 @@ class WeightSparsity(Callback):
         self._event(trainer, pl_module)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.final_metrics = self._event(trainer, pl_module)
+        self.final_metrics = self._event(trainer, pl_module, at_end=True)

@@ -22,7 +22,8 @@ How a sweep is summarised (also written at the top of ``summary.md``):
   negative) to their maximum, or log over their data range when a ratio spans decades; each
   heatmap's title says its scale and whether cells average several seeds.
 - Jobs named in ``multirun.yaml`` but without a directory are ``not started``; a directory
-  without ``result.json`` is ``missing`` (interrupted, or not yet written).
+  without ``result.json`` is ``missing`` (interrupted, or not yet written), one whose
+  ``result.json`` cannot be parsed (truncated by a full disk) is ``unreadable``.
 - Each cell also has a 95 % Student's t confidence interval and its range (``report.stats``);
   ``--summary`` picks the final value, the best epoch's or the mean of the last k epochs
   (``report.epochs``); ``--baseline`` tests every cell against a baseline

@@ -19,7 +19,7 @@ from rich.table import Table
 
 from fcn_research.report.epochs import Summary
 from fcn_research.report.loading import DASH, REPLICATE_AXIS, Sweep
-from fcn_research.report.stats import t_interval
+from fcn_research.report.stats import clip_interval, metric_bounds, t_interval
 
 VAL_METRICS = ("val/acc", "val/mse", "val/loss")
 TEST_METRICS = ("test/acc", "test/mse")
@@ -90,6 +90,7 @@ class Cell:
     values: list[float] = field(default_factory=list)
     others: Counter[str] = field(default_factory=Counter)
     seeds: list[str] = field(default_factory=list)  # the seed of each value
+    bounds: tuple[float, float] | None = None  # the metric's range (``metric_bounds``)
 
     @property
     def mean(self) -> float | None:
@@ -103,8 +104,16 @@ class Cell:
 
     @property
     def ci(self) -> tuple[float, float] | None:
-        """95 % Student's t-interval of the mean (``report.stats``), or None for n < 2."""
-        return t_interval(self.values)
+        """95 % Student's t-interval of the mean (``report.stats``), clipped to the metric's
+        bounds, or None for n < 2."""
+        interval = t_interval(self.values)
+        return clip_interval(interval, self.bounds)[0] if interval else None
+
+    @property
+    def ci_clipped(self) -> bool:
+        """Whether the t-interval ran past the metric's bounds (and ``ci`` is clipped)."""
+        interval = t_interval(self.values)
+        return interval is not None and clip_interval(interval, self.bounds)[1]
 
     def text(self) -> str:
         """``0.812 ± 0.010 [0.787, 0.837] (n=3, range 0.801–0.821, 1 diverged)``: mean ± sample
@@ -118,6 +127,8 @@ class Cell:
             low, high = self.ci
             mean += f" ± {fmt(self.std)} [{fmt(low)}, {fmt(high)}]"
             facts.append(f"range {fmt(min(self.values))}–{fmt(max(self.values))}")
+            if self.ci_clipped and self.bounds:
+                facts.append(f"CI clipped to [{self.bounds[0]:g}, {self.bounds[1]:g}]")
         return f"{mean} ({', '.join([*facts, *notes])})"
 
 
@@ -130,9 +141,10 @@ def cells(sweep: Sweep, metric: str, summary: Summary | None = None) -> dict[tup
     summary = summary or Summary()
     theory = metric.startswith(THEORY)
     section, key = ("theory", metric.removeprefix(THEORY)) if theory else ("metrics", metric)
-    out = {config: Cell() for config in sweep.configs()}
+    bounds = None if theory else metric_bounds(metric)
+    out = {config: Cell(bounds=bounds) for config in sweep.configs()}
     for job in sweep.jobs:
-        cell = out.setdefault(sweep.config_of(job), Cell())
+        cell = out.setdefault(sweep.config_of(job), Cell(bounds=bounds))
         value = job.value(key, section) if theory else summary.value(job, metric)
         if job.status != "completed":
             cell.others[job.status] += 1
@@ -242,6 +254,7 @@ def cell_rows(
                     "mean": cell.mean,
                     "ci95_low": ci[0] if ci else None,
                     "ci95_high": ci[1] if ci else None,
+                    "ci95_clipped": cell.ci_clipped,
                     "std": cell.std,
                     "min": min(cell.values, default=None),
                     "max": max(cell.values, default=None),
@@ -316,8 +329,10 @@ def markdown(report: Report) -> str:
         "",
         f"Cells ({report.summary.describe()}): over `{REPLICATE_AXIS}` of the completed "
         "jobs, mean ± sample std (n-1) [95 % confidence interval of the mean, Student's t with "
-        "n-1 degrees of freedom] (n, range min–max); jobs diverged, failed, running, missing (no "
-        f"result.json) or not started, and completed jobs whose value is NaN or inf "
+        "n-1 degrees of freedom; for accuracies, fractions and sparsity clipped to [0, 1], which "
+        "the cell then says] (n, range min–max); jobs diverged, failed, running, missing (no "
+        "result.json), unreadable (a result.json that cannot be parsed) or not started, and "
+        "completed jobs whose value is NaN or inf "
         f"({NON_FINITE}), are counted in brackets, not averaged. Every cell is a row of "
         "[cells.csv](cells.csv).",
     ]

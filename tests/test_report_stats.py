@@ -267,6 +267,33 @@ def test_metric_family_and_epoch_summaries(sweep: Path) -> None:
     assert f"| relu | {cell(best)} |" in md
 
 
+def test_best_epoch_summary_gives_test_metrics_only_where_tested_at_the_best_epoch(
+    sweep: Path,
+) -> None:
+    jobs = by_activation_and_seed(sweep)
+    # tanh's runs say they tested their best validation epoch's weights, relu's their last.
+    for s in SEEDS:
+        config = jobs["tanh", s] / ".hydra" / "config.yaml"
+        loaded = yaml.safe_load(config.read_text())
+        assert loaded["test_weights"] == "last"
+        config.write_text(yaml.safe_dump({**loaded, "test_weights": "best_val"}))
+
+    assert main([str(sweep), "--summary", "best"]) == 0
+
+    md = (sweep / "report" / "summary.md").read_text()
+    section = md.split("## test/acc")[1].split("## ")[0]
+    assert f"| tanh | {cell(finals(sweep, 'tanh', 'test/acc'))} |" in section
+    assert "| relu | 3 n/a (last epoch tested) |" in section
+    assert "only for runs with `test_weights=best_val`" in section
+    rows = {
+        r["activation"]: r
+        for r in read_csv(sweep / "report" / "cells.csv")
+        if r["metric"] == "test/acc"
+    }
+    assert (rows["relu"]["n"], rows["relu"]["not_averaged"]) == ("0", "3 n/a (last epoch tested)")
+    assert rows["tanh"]["n"] == "3"
+
+
 def test_bad_options_name_the_value_and_the_choices(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -17,7 +17,7 @@ from typing import IO, Any
 from rich.console import Console
 from rich.table import Table
 
-from fcn_research.report.epochs import Summary
+from fcn_research.report.epochs import TEST_NOT_AT_BEST, TEST_PREFIX, Summary
 from fcn_research.report.loading import DASH, REPLICATE_AXIS, Sweep
 from fcn_research.report.stats import clip_interval, metric_bounds, t_interval
 
@@ -151,6 +151,8 @@ def cells(sweep: Sweep, metric: str, summary: Summary | None = None) -> dict[tup
         elif value is not None:
             cell.values.append(value)
             cell.seeds.append(job.values.get(REPLICATE_AXIS, DASH))
+        elif not theory and summary.not_at_best(job, metric):
+            cell.others[TEST_NOT_AT_BEST] += 1
         elif key in (job.result.get(section) or {}):
             finite = not theory and summary.kind != "final" and job.value(metric) is not None
             cell.others[NO_EPOCHS if finite else NON_FINITE] += 1
@@ -314,6 +316,17 @@ def _markdown_table(pivot: Pivot) -> list[str]:
     return lines
 
 
+def _test_note(summary: Summary, metric: str) -> str | None:
+    """Under ``--summary best``, what a test metric's cells hold (its table's footnote)."""
+    if summary.kind != "best" or not metric.startswith(TEST_PREFIX):
+        return None
+    return (
+        f"`{metric}` is measured once, after training: it is the best epoch's only for runs "
+        "with `test_weights=best_val` (the test split evaluated on the best validation epoch's "
+        f"weights); runs that tested their last epoch's weights count as {TEST_NOT_AT_BEST}."
+    )
+
+
 def markdown(report: Report) -> str:
     """``summary.md``: how to read it, a pivot per metric (and facet), figures, unfinished jobs."""
     sweep = report.sweep
@@ -348,9 +361,10 @@ def markdown(report: Report) -> str:
         )
     for metric, tables in report.tables.items():
         lines += ["", f"## {metric}"]
+        note = _test_note(report.summary, metric)
         if _empty(tables):
             where = "" if report.summary.kind == "final" else " per epoch in its TensorBoard events"
-            lines += ["", f"{DASH} (no completed job reports `{metric}`{where})"]
+            lines += ["", f"{DASH} ({note or f'no completed job reports `{metric}`{where}'})"]
             continue
         for pivot in tables:
             lines += [
@@ -358,6 +372,7 @@ def markdown(report: Report) -> str:
                 *([f"### {pivot.title}", ""] if pivot.title else []),
                 *_markdown_table(pivot),
             ]
+        lines += ["", note] if note else []
     lines += report.sections
     lines += ["", "## Figures", ""]
     lines += [f"- ![{p.stem}]({p.name})" for p in report.files if p.suffix == ".png"]
@@ -375,8 +390,9 @@ def print_report(report: Report, console: Console | None = None) -> None:
     """The pivots as rich tables, then the skip notes and where the files are."""
     console = console or Console()
     for metric, tables in report.tables.items():
+        note = _test_note(report.summary, metric)
         if _empty(tables):
-            console.print(f"{metric}: {DASH} (no completed job reports it)")
+            console.print(f"{metric}: {DASH} ({note or 'no completed job reports it'})")
             continue
         for pivot in tables:
             table = Table(title=f"{metric}" + (f" · {pivot.title}" if pivot.title else ""))
@@ -385,6 +401,8 @@ def print_report(report: Report, console: Console | None = None) -> None:
             for r, row in zip(pivot.rows, pivot.cells, strict=True):
                 table.add_row(r, *(c.text() for c in row))
             console.print(table)
+        if note:
+            console.print(note, soft_wrap=True)
     for note in report.notes:
         console.print(f"[yellow]{note}[/yellow]", soft_wrap=True)
     console.print(f"report written to {report.files[0].parent}/")

@@ -216,6 +216,54 @@ def test_verdicts_welch_and_seeds_needed(tmp_path: Path) -> None:
     assert rows["activation=sigmoid"]["seeds_for_80pct_power"] == "379"
 
 
+def test_baseline_at_each_cells_own_tuned_lr_is_matched_or_said_skipped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # What best_lr.csv hands a researcher: each activation confirmed at its own lr.
+    runs = {("relu", "0.1"): 0.80, ("gelu", "0.1"): 0.85, ("tanh", "0.03"): 0.90}
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    task = ["activation=relu,gelu,tanh", "seed=0,1,2"]
+    (sweep / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {"overrides": {"task": task}}}))
+    for (activation, lr), base in runs.items():
+        for seed in SEEDS:
+            overrides = [f"activation={activation}", f"lr={lr}", f"seed={seed}"]
+            write_json_atomic(
+                sweep / ",".join(overrides) / "result.json",
+                {
+                    "status": "completed",
+                    "overrides": overrides,
+                    "metrics": {"val/acc": base + seed / 100 + (seed == 1) * 0.01},
+                },
+            )
+
+    assert main([str(sweep), "--baseline", "activation=relu"]) == 0
+    out = capsys.readouterr().out
+    skip = (
+        "activation=tanh, lr=0.03: not compared, no baseline cell has lr=0.03 "
+        "(compare across lr: --match-ignore lr)"
+    )
+    assert skip in " ".join(out.split())
+    md = (sweep / "report" / "summary.md").read_text()
+    assert f"- {skip}" in md
+    rows = read_csv(sweep / "report" / "comparisons.csv")
+    assert {r["configuration"] for r in rows} == {"activation=gelu, lr=0.1"}
+
+    assert main([str(sweep), "--baseline", "activation=relu", "--match-ignore", "lr"]) == 0
+    assert "not compared" not in capsys.readouterr().out
+    rows = {r["configuration"]: r for r in read_csv(sweep / "report" / "comparisons.csv")}
+    assert set(rows) == {"activation=gelu, lr=0.1", "activation=tanh, lr=0.03"}
+    tanh = rows["activation=tanh, lr=0.03"]
+    assert (tanh["baseline"], tanh["test"]) == ("activation=relu, lr=0.1", "paired t")
+    assert float(tanh["difference"]) == pytest.approx(0.10)
+    assert "matched on every axis but `lr`" in (sweep / "report" / "summary.md").read_text()
+
+    assert main([str(sweep), "--match-ignore", "lr"]) == 2
+    assert "--match-ignore lr: applies with --baseline only" in capsys.readouterr().err
+    assert main([str(sweep), "--baseline", "activation=relu", "--match-ignore", "depth"]) == 2
+    assert "`depth` is not swept; swept axes: activation, lr" in capsys.readouterr().err
+
+
 def test_seeds_needed_matches_published_power_tables() -> None:
     # Cohen (1988) / G*Power: two-sided alpha 0.05, power 0.8.
     assert seeds_needed(0.5, paired=False) == 64

@@ -294,6 +294,7 @@ class Report:
     notes: list[str]
     summary: Summary = field(default_factory=Summary)
     sections: list[str] = field(default_factory=list)  # markdown lines after the tables
+    skipped: list[str] = field(default_factory=list)  # --baseline: configurations not compared
 
 
 def _md_escape(text: object) -> str:
@@ -403,6 +404,8 @@ def print_report(report: Report, console: Console | None = None) -> None:
             console.print(table)
         if note:
             console.print(note, soft_wrap=True)
+    for line in report.skipped:
+        console.print(f"--baseline: {line}", style="yellow", soft_wrap=True, markup=False)
     for note in report.notes:
         console.print(f"[yellow]{note}[/yellow]", soft_wrap=True)
     console.print(f"report written to {report.files[0].parent}/")

@@ -104,7 +104,7 @@ def _override_values(lines: Iterable[str]) -> dict[str, str]:
     return out
 
 
-def _swept_axes(multirun: Path) -> tuple[dict[str, list[str]], bool]:
+def swept_axes(multirun: Path) -> tuple[dict[str, list[str]], bool]:
     """Swept keys and their values from ``multirun.yaml``; False if some cannot be listed."""
     cfg = OmegaConf.load(multirun)
     lines = [str(x) for x in OmegaConf.select(cfg, "hydra.overrides.task", default=None) or []]
@@ -153,7 +153,7 @@ def load_sweep(path: str | os.PathLike[str]) -> Sweep:
             f"holding {MULTIRUN_FILE} and one job dir per run, such as outputs/sweeps/<time> "
             "made by `python train.py -m key=a,b`"
         )
-    swept, enumerable = _swept_axes(path / MULTIRUN_FILE)
+    swept, enumerable = swept_axes(path / MULTIRUN_FILE)
 
     jobs: list[Job] = []
     # .stacks/ (launcher=stacked) holds the stacks' manifests; their members are the jobs.

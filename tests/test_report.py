@@ -69,15 +69,18 @@ T975 = {2: 12.7062047, 3: 4.30265273}
 
 
 def md_cell(values: list[float]) -> str:
-    """A cell as summary.md should show it: mean ± std [95 % t-interval] (n, range)."""
+    """A cell of an accuracy or fraction as summary.md should show it: mean ± std [95 %
+    t-interval, clipped to [0, 1]] (n, range, and whether it was clipped)."""
     mean, n = statistics.fmean(values), len(values)
     if n == 1:
         return f"{fmt(mean)} (n=1)"
     std = statistics.stdev(values)
     half = T975[n] * std / math.sqrt(n)
+    low, high = max(mean - half, 0.0), min(mean + half, 1.0)
+    clipped = ", CI clipped to [0, 1]" if (low, high) != (mean - half, mean + half) else ""
     return (
-        f"{fmt(mean)} ± {fmt(std)} [{fmt(mean - half)}, {fmt(mean + half)}] "
-        f"(n={n}, range {fmt(min(values))}–{fmt(max(values))})"
+        f"{fmt(mean)} ± {fmt(std)} [{fmt(low)}, {fmt(high)}] "
+        f"(n={n}, range {fmt(min(values))}–{fmt(max(values))}{clipped})"
     )
 
 

@@ -81,13 +81,18 @@ def read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def cell(values: list[float]) -> str:
-    """summary.md's cell for 3 seeds: mean ± std [95 % t-interval] (n, range)."""
+def cell(values: list[float], bounded: bool = True) -> str:
+    """summary.md's cell for 3 seeds: mean ± std [95 % t-interval, clipped to [0, 1] for an
+    accuracy or fraction] (n, range, and whether it was clipped)."""
     mean, std = statistics.fmean(values), statistics.stdev(values)
     half = T975_DF2 * std / math.sqrt(3)
+    low, high = mean - half, mean + half
+    if bounded:
+        low, high = max(low, 0.0), min(high, 1.0)
+    clipped = ", CI clipped to [0, 1]" if (low, high) != (mean - half, mean + half) else ""
     return (
-        f"{fmt(mean)} ± {fmt(std)} [{fmt(mean - half)}, {fmt(mean + half)}] "
-        f"(n=3, range {fmt(min(values))}–{fmt(max(values))})"
+        f"{fmt(mean)} ± {fmt(std)} [{fmt(low)}, {fmt(high)}] "
+        f"(n=3, range {fmt(min(values))}–{fmt(max(values))}{clipped})"
     )
 
 
@@ -107,8 +112,10 @@ def test_cells_have_a_t_interval_and_every_neuron_fraction(run_cli, sweep: Path)
             values = finals(sweep, activation, tag)
             assert f"| {activation} | {cell(values)} |" in md, (tag, activation)
             row = next(r for r in rows if r["metric"] == tag and r["activation"] == activation)
-            width = float(row["ci95_high"]) - float(row["ci95_low"])
-            assert width == pytest.approx(2 * T975_DF2 * statistics.stdev(values) / math.sqrt(3))
+            half = T975_DF2 * statistics.stdev(values) / math.sqrt(3)
+            mean = statistics.fmean(values)
+            assert float(row["ci95_low"]) == pytest.approx(max(mean - half, 0.0))
+            assert float(row["ci95_high"]) == pytest.approx(min(mean + half, 1.0))
             assert (row["n"], float(row["min"])) == ("3", min(values))
     # ReLU's dead units are also low-gradient units: an absolute threshold counts at least those.
     for seed in SEEDS:
@@ -304,7 +311,10 @@ def test_metric_family_and_epoch_summaries(sweep: Path) -> None:
     # activations/std is logged on the instruments' schedule, read at each epoch's end.
     assert "| configuration \\ layer | layer 01 | layer 02 |" in md
     layers = [
-        cell([last_epochs(jobs["relu", s], f"activations/std/layer_{i:02d}", 2) for s in SEEDS])
+        cell(
+            [last_epochs(jobs["relu", s], f"activations/std/layer_{i:02d}", 2) for s in SEEDS],
+            bounded=False,
+        )
         for i in (1, 2)
     ]
     assert f"| activation=relu | {layers[0]} | {layers[1]} |" in md

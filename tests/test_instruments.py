@@ -448,3 +448,48 @@ def test_instruments_compute_on_the_device_of_the_model_and_data(monkeypatch, me
         p.grad = torch.empty_like(p)
     optimizer.step()
     optimizer.step()
+
+
+def _differing_hparams(job_dir) -> list[str]:
+    """The hparams the job's HParams experiment summary marks as differing."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
+
+    for events in job_dir.glob("events.out.tfevents.*"):
+        for event in EventFileLoader(str(events)).Load():
+            for value in event.summary.value:
+                if value.metadata.plugin_data.plugin_name != "hparams":
+                    continue
+                data = HParamsPluginData.FromString(value.metadata.plugin_data.content)
+                if data.HasField("experiment"):
+                    return sorted(i.name for i in data.experiment.hparam_infos if i.differs)
+    raise AssertionError(f"no HParams experiment in {job_dir}")
+
+
+@pytest.mark.parametrize(
+    ("launcher", "swept", "key"),
+    [("local", "activation=relu,tanh", "activation"), ("stacked", "seed=0,1", "seed")],
+)
+def test_hparams_mark_only_the_keys_a_sweep_gives_two_values(
+    run_cli, tmp_path, launcher, swept, key
+):
+    sweep = tmp_path / "sweep"
+    run_cli(
+        "-m",
+        f"launcher={launcher}",
+        swept,
+        "batch_size=16",
+        "data.noise=0.1",
+        *SMALL,
+        "callbacks=none",
+        "+callbacks.hparams._target_=fcn_research.callbacks.HParamsSummary",
+        "trainer.enable_progress_bar=false",
+        f"hydra.sweep.dir={sweep}",
+    )
+    jobs = sorted(p for p in sweep.iterdir() if (p / "result.json").is_file())
+    assert len(jobs) == 2
+    members = [(read_result(j).get("stack") or {}).get("members", 1) for j in jobs]
+    assert members == ([2, 2] if launcher == "stacked" else [1, 1])
+    assert [read_result(j)["hparams"]["batch_size"] for j in jobs] == [16, 16]
+    # Set by the command but one value for the whole sweep: not differing.
+    assert [_differing_hparams(j) for j in jobs] == [[key], [key]]

@@ -18,6 +18,7 @@ from fcn_research.lr_search import (
     BEST_LR_MD,
     STORAGE_FILE,
     SearchSettings,
+    cell_of_study,
     startup_lr,
 )
 from fcn_research.results import read_result, update_result
@@ -153,6 +154,30 @@ def test_diverging_trials_are_recorded_as_failed_and_the_study_goes_on(run_cli, 
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.FAIL]  # both were run
     (row,) = _best_rows(sweep)
     assert row["lr"] == "n/a" and row["trials_failed"] == "2" and row["trials_complete"] == "0"
+
+
+def test_extended_search_lists_every_study_of_the_sweep(run_cli, tmp_path):
+    sweep = tmp_path / "sweep"
+    args = [*SEARCH, "hydra.sweeper.seeds=[0]", "hydra.sweeper.n_trials=1"]
+    run_cli(*args, "activation=relu,tanh", f"hydra.sweep.dir={sweep}")
+    first = {r["activation"]: r for r in _best_rows(sweep)}
+    assert sorted(first) == ["relu", "tanh"]
+
+    # Extended on some cells: relu has its trial, sigmoid is new; tanh is not named.
+    run_cli(*args, "activation=relu,sigmoid", f"hydra.sweep.dir={sweep}")
+    assert len(_job_dirs(sweep)) == 3
+    rows = {r["activation"]: r for r in _best_rows(sweep)}
+    assert list(rows) == ["relu", "tanh", "sigmoid"]
+    assert rows["tanh"]["lr"] == first["tanh"]["lr"] != "n/a"
+    assert rows["tanh"]["jobs"] == f"activation=tanh,lr={first['tanh']['lr']},max_epochs=1,seed=0"
+    assert rows["sigmoid"]["trials_complete"] == "1"
+    assert "| tanh |" in (sweep / BEST_LR_MD).read_text()
+    out = run_cli(str(sweep), script="scripts/report.py").stdout
+    assert "(best_lr.csv: 3 cells, 3 of 3 jobs shown)" in out
+
+    # A study made before cells were kept in it: the cell from its name.
+    cell = cell_of_study("activation=relu,width=[32,16]", {})
+    assert cell.overrides == ("activation=relu", "width=[32,16]")
 
 
 @pytest.mark.parametrize(

@@ -69,15 +69,18 @@ T975 = {2: 12.7062047, 3: 4.30265273}
 
 
 def md_cell(values: list[float]) -> str:
-    """A cell as summary.md should show it: mean ± std [95 % t-interval] (n, range)."""
+    """A cell of an accuracy or fraction as summary.md should show it: mean ± std [95 %
+    t-interval, clipped to [0, 1]] (n, range, and whether it was clipped)."""
     mean, n = statistics.fmean(values), len(values)
     if n == 1:
         return f"{fmt(mean)} (n=1)"
     std = statistics.stdev(values)
     half = T975[n] * std / math.sqrt(n)
+    low, high = max(mean - half, 0.0), min(mean + half, 1.0)
+    clipped = ", CI clipped to [0, 1]" if (low, high) != (mean - half, mean + half) else ""
     return (
-        f"{fmt(mean)} ± {fmt(std)} [{fmt(mean - half)}, {fmt(mean + half)}] "
-        f"(n={n}, range {fmt(min(values))}–{fmt(max(values))})"
+        f"{fmt(mean)} ± {fmt(std)} [{fmt(low)}, {fmt(high)}] "
+        f"(n={n}, range {fmt(min(values))}–{fmt(max(values))}{clipped})"
     )
 
 
@@ -360,9 +363,66 @@ def test_nan_metric_of_a_completed_job_is_counted_and_n_shown(tmp_path: Path) ->
     write_report(sweep)
 
     md = (sweep / "report" / "summary.md").read_text()
-    # t(0.975, 1) = 12.706: half-widths 12.706 * 0.1 and 12.706 * 0.05.
-    assert "| 2 | 0.600 ± 0.141 [-0.671, 1.871] (n=2, range 0.500–0.700, 1 NaN/inf) |" in md
-    assert "| 3 | 0.850 ± 0.071 [0.215, 1.485] (n=2, range 0.800–0.900, 1 NaN/inf) |" in md
+    # t(0.975, 1) = 12.706: half-widths 12.706 * 0.1 and 12.706 * 0.05, [-0.671, 1.871] and
+    # [0.215, 1.485], clipped to an accuracy's [0, 1].
+    clipped = "CI clipped to [0, 1]"
+    assert (
+        f"| 2 | 0.600 ± 0.141 [0.000, 1.000] (n=2, range 0.500–0.700, {clipped}, 1 NaN/inf) |" in md
+    )
+    assert (
+        f"| 3 | 0.850 ± 0.071 [0.215, 1.000] (n=2, range 0.800–0.900, {clipped}, 1 NaN/inf) |" in md
+    )
+
+
+def test_unreadable_result_and_bounded_intervals(tmp_path: Path) -> None:
+    jobs = [
+        {
+            "overrides": [f"depth={depth}", f"seed={seed}"],
+            "metrics": {"val/acc": acc, "neurons/dead_fraction": dead, "val/loss": loss},
+        }
+        for depth, seed, acc, dead, loss in [
+            (2, 0, 0.95, 0.0, 0.2),
+            (2, 1, 0.99, 0.004, 0.1),
+            (3, 0, 0.80, 0.3, 0.5),
+            (3, 1, 0.82, 0.5, 0.6),
+        ]
+    ]
+    sweep = write_fake_sweep(tmp_path / "sweep", ["depth=2,3", "seed=0,1,2"], jobs)
+    (sweep / "depth=2,seed=2").mkdir()
+    (sweep / "depth=2,seed=2" / "result.json").write_text('{"status": "compl')  # disk full
+
+    assert main([str(sweep), "--metric", "val/loss"]) == 0
+
+    rows = read_csv(sweep)
+    assert rows["depth=2,seed=2"]["status"] == "unreadable"
+    md = (sweep / "report" / "summary.md").read_text()
+    assert "| depth=2,seed=2 | unreadable |" in md
+    assert "1 unreadable" in md and "missing" not in md.split("Cells (")[0]
+    with open(sweep / "report" / "cells.csv", newline="") as f:
+        cells = {(r["metric"], r["depth"]): r for r in csv.DictReader(f)}
+    # Accuracy 0.97 ± 0.028: t-interval [0.716, 1.224] -> [0.716, 1]; dead fraction
+    # 0.002 ± 0.0028: [-0.023, 0.027] -> [0, 0.027]; val/loss has no bound and keeps its own.
+    acc, dead, loss = (cells[m, "2"] for m in ("val/acc", "neurons/dead_fraction", "val/loss"))
+    assert float(acc["ci95_high"]) == 1.0 and float(acc["ci95_low"]) == pytest.approx(
+        0.7159, abs=1e-3
+    )
+    assert float(dead["ci95_low"]) == 0.0 and float(dead["ci95_high"]) == pytest.approx(
+        0.0274, abs=1e-3
+    )
+    assert float(loss["ci95_low"]) == pytest.approx(
+        0.15 - 12.7062047 * 0.0707107 / 2**0.5, abs=1e-4
+    )
+    assert (acc["ci95_clipped"], dead["ci95_clipped"], loss["ci95_clipped"]) == (
+        "True",
+        "True",
+        "False",
+    )
+    assert cells["val/acc", "3"]["ci95_clipped"] == "False"
+    assert (
+        "| 2 | 0.970 ± 0.028 [0.716, 1.000] "
+        "(n=2, range 0.950–0.990, CI clipped to [0, 1], 1 unreadable) |" in md
+    )
+    assert "clipped to [0, 1]" in md.split("## ")[1]  # the legend says so
 
 
 @pytest.mark.parametrize(

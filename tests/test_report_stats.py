@@ -81,13 +81,18 @@ def read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def cell(values: list[float]) -> str:
-    """summary.md's cell for 3 seeds: mean ± std [95 % t-interval] (n, range)."""
+def cell(values: list[float], bounded: bool = True) -> str:
+    """summary.md's cell for 3 seeds: mean ± std [95 % t-interval, clipped to [0, 1] for an
+    accuracy or fraction] (n, range, and whether it was clipped)."""
     mean, std = statistics.fmean(values), statistics.stdev(values)
     half = T975_DF2 * std / math.sqrt(3)
+    low, high = mean - half, mean + half
+    if bounded:
+        low, high = max(low, 0.0), min(high, 1.0)
+    clipped = ", CI clipped to [0, 1]" if (low, high) != (mean - half, mean + half) else ""
     return (
-        f"{fmt(mean)} ± {fmt(std)} [{fmt(mean - half)}, {fmt(mean + half)}] "
-        f"(n=3, range {fmt(min(values))}–{fmt(max(values))})"
+        f"{fmt(mean)} ± {fmt(std)} [{fmt(low)}, {fmt(high)}] "
+        f"(n=3, range {fmt(min(values))}–{fmt(max(values))}{clipped})"
     )
 
 
@@ -107,8 +112,10 @@ def test_cells_have_a_t_interval_and_every_neuron_fraction(run_cli, sweep: Path)
             values = finals(sweep, activation, tag)
             assert f"| {activation} | {cell(values)} |" in md, (tag, activation)
             row = next(r for r in rows if r["metric"] == tag and r["activation"] == activation)
-            width = float(row["ci95_high"]) - float(row["ci95_low"])
-            assert width == pytest.approx(2 * T975_DF2 * statistics.stdev(values) / math.sqrt(3))
+            half = T975_DF2 * statistics.stdev(values) / math.sqrt(3)
+            mean = statistics.fmean(values)
+            assert float(row["ci95_low"]) == pytest.approx(max(mean - half, 0.0))
+            assert float(row["ci95_high"]) == pytest.approx(min(mean + half, 1.0))
             assert (row["n"], float(row["min"])) == ("3", min(values))
     # ReLU's dead units are also low-gradient units: an absolute threshold counts at least those.
     for seed in SEEDS:
@@ -216,6 +223,54 @@ def test_verdicts_welch_and_seeds_needed(tmp_path: Path) -> None:
     assert rows["activation=sigmoid"]["seeds_for_80pct_power"] == "379"
 
 
+def test_baseline_at_each_cells_own_tuned_lr_is_matched_or_said_skipped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # What best_lr.csv hands a researcher: each activation confirmed at its own lr.
+    runs = {("relu", "0.1"): 0.80, ("gelu", "0.1"): 0.85, ("tanh", "0.03"): 0.90}
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    task = ["activation=relu,gelu,tanh", "seed=0,1,2"]
+    (sweep / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {"overrides": {"task": task}}}))
+    for (activation, lr), base in runs.items():
+        for seed in SEEDS:
+            overrides = [f"activation={activation}", f"lr={lr}", f"seed={seed}"]
+            write_json_atomic(
+                sweep / ",".join(overrides) / "result.json",
+                {
+                    "status": "completed",
+                    "overrides": overrides,
+                    "metrics": {"val/acc": base + seed / 100 + (seed == 1) * 0.01},
+                },
+            )
+
+    assert main([str(sweep), "--baseline", "activation=relu"]) == 0
+    out = capsys.readouterr().out
+    skip = (
+        "activation=tanh, lr=0.03: not compared, no baseline cell has lr=0.03 "
+        "(compare across lr: --match-ignore lr)"
+    )
+    assert skip in " ".join(out.split())
+    md = (sweep / "report" / "summary.md").read_text()
+    assert f"- {skip}" in md
+    rows = read_csv(sweep / "report" / "comparisons.csv")
+    assert {r["configuration"] for r in rows} == {"activation=gelu, lr=0.1"}
+
+    assert main([str(sweep), "--baseline", "activation=relu", "--match-ignore", "lr"]) == 0
+    assert "not compared" not in capsys.readouterr().out
+    rows = {r["configuration"]: r for r in read_csv(sweep / "report" / "comparisons.csv")}
+    assert set(rows) == {"activation=gelu, lr=0.1", "activation=tanh, lr=0.03"}
+    tanh = rows["activation=tanh, lr=0.03"]
+    assert (tanh["baseline"], tanh["test"]) == ("activation=relu, lr=0.1", "paired t")
+    assert float(tanh["difference"]) == pytest.approx(0.10)
+    assert "matched on every axis but `lr`" in (sweep / "report" / "summary.md").read_text()
+
+    assert main([str(sweep), "--match-ignore", "lr"]) == 2
+    assert "--match-ignore lr: applies with --baseline only" in capsys.readouterr().err
+    assert main([str(sweep), "--baseline", "activation=relu", "--match-ignore", "depth"]) == 2
+    assert "`depth` is not swept; swept axes: activation, lr" in capsys.readouterr().err
+
+
 def test_seeds_needed_matches_published_power_tables() -> None:
     # Cohen (1988) / G*Power: two-sided alpha 0.05, power 0.8.
     assert seeds_needed(0.5, paired=False) == 64
@@ -256,7 +311,10 @@ def test_metric_family_and_epoch_summaries(sweep: Path) -> None:
     # activations/std is logged on the instruments' schedule, read at each epoch's end.
     assert "| configuration \\ layer | layer 01 | layer 02 |" in md
     layers = [
-        cell([last_epochs(jobs["relu", s], f"activations/std/layer_{i:02d}", 2) for s in SEEDS])
+        cell(
+            [last_epochs(jobs["relu", s], f"activations/std/layer_{i:02d}", 2) for s in SEEDS],
+            bounded=False,
+        )
         for i in (1, 2)
     ]
     assert f"| activation=relu | {layers[0]} | {layers[1]} |" in md
@@ -265,6 +323,33 @@ def test_metric_family_and_epoch_summaries(sweep: Path) -> None:
     best = [max(v for _, v in events(jobs["relu", s], "val/acc")) for s in SEEDS]
     md = (report / "summary.md").read_text()
     assert f"| relu | {cell(best)} |" in md
+
+
+def test_best_epoch_summary_gives_test_metrics_only_where_tested_at_the_best_epoch(
+    sweep: Path,
+) -> None:
+    jobs = by_activation_and_seed(sweep)
+    # tanh's runs say they tested their best validation epoch's weights, relu's their last.
+    for s in SEEDS:
+        config = jobs["tanh", s] / ".hydra" / "config.yaml"
+        loaded = yaml.safe_load(config.read_text())
+        assert loaded["test_weights"] == "last"
+        config.write_text(yaml.safe_dump({**loaded, "test_weights": "best_val"}))
+
+    assert main([str(sweep), "--summary", "best"]) == 0
+
+    md = (sweep / "report" / "summary.md").read_text()
+    section = md.split("## test/acc")[1].split("## ")[0]
+    assert f"| tanh | {cell(finals(sweep, 'tanh', 'test/acc'))} |" in section
+    assert "| relu | 3 n/a (last epoch tested) |" in section
+    assert "only for runs with `test_weights=best_val`" in section
+    rows = {
+        r["activation"]: r
+        for r in read_csv(sweep / "report" / "cells.csv")
+        if r["metric"] == "test/acc"
+    }
+    assert (rows["relu"]["n"], rows["relu"]["not_averaged"]) == ("0", "3 n/a (last epoch tested)")
+    assert rows["tanh"]["n"] == "3"
 
 
 def test_bad_options_name_the_value_and_the_choices(

@@ -292,3 +292,69 @@ def test_a_failing_prediction_is_reported_not_raised():
         "not_applicable": "the theory failed on this network: TypeError: float32 only, got "
         "torch.float64"
     }
+
+
+def _he_prediction(activation: nn.Module, scale: float = 1.0) -> tuple[float, dict]:
+    """He (sigma_w2 = 1 / E[f(z)^2], no bias) on a depth-4 net of inputs ~ N(0, scale^2)."""
+    sigma_w2 = init.activation_gain(activation) ** 2
+    variances = [theory.LayerVariances(sigma_w2, 0.0)] * 4
+    inputs = scale * torch.randn(256, 8, generator=torch.Generator().manual_seed(0))
+    return sigma_w2, theory.predict(activation, variances, [500] * 3, inputs).as_dict()
+
+
+def _no_nan_or_inf(section: dict, allowed: tuple[str, ...] = ()) -> None:
+    for key, value in section.items():
+        if key in allowed:
+            continue
+        assert not isinstance(value, str) or key in ("phase", "fixed_point"), (key, value)
+        assert not isinstance(value, float) or math.isfinite(value), (key, value)
+
+
+def test_gelu_at_he_fixed_points_at_zero_and_infinity():
+    # sigma_w2 = 2.35: the map's slope is sigma_w2 / 4 = 0.59 at q -> 0 (a stable q* = 0) and
+    # sigma_w2 / 2 = 1.18 at large q. Unit inputs start above the unstable point between.
+    sigma_w2, grows = _he_prediction(nn.GELU())
+    assert sigma_w2 == pytest.approx(2.3517, abs=1e-4)
+    assert "q_star" not in grows and "xi_q" not in grows and "xi_c" not in grows
+    assert "no stable fixed point" in grows["fixed_point"]
+    assert "grows without bound (x1.176 per layer at large q)" in grows["fixed_point"]
+    assert grows["chi1"] == pytest.approx(sigma_w2 / 2, rel=1e-6)  # the large-q limit
+    assert grows["phase"] == "chaotic"
+    stds = [grows[f"preactivations/std/layer_{i:02d}"] for i in (1, 2, 3)]
+    assert stds == sorted(stds)  # the layers' predicted variance grows, as the summary says
+    _no_nan_or_inf(grows)
+
+    _, shrinks = _he_prediction(nn.GELU(), scale=0.1)  # below it: q -> 0
+    assert shrinks["q_star"] == 0.0
+    assert shrinks["chi1"] == pytest.approx(sigma_w2 / 4, rel=1e-9)  # sigma_w2 GELU'(0)^2
+    assert shrinks["xi_q"] == pytest.approx(-1 / math.log(sigma_w2 / 4), rel=1e-6)
+    assert shrinks["xi_c"] == pytest.approx(shrinks["xi_q"], rel=1e-6)
+    assert shrinks["phase"] == "ordered" and "q* = 0" in shrinks["fixed_point"]
+    _no_nan_or_inf(shrinks)
+
+
+def test_relu_at_he_is_critical_within_tolerance():
+    sigma_w2, section = _he_prediction(nn.ReLU())
+    assert sigma_w2 == pytest.approx(2.0, rel=1e-12)
+    assert section["chi1"] == pytest.approx(1.0, abs=1e-12)  # 1 + O(1e-15) in float64
+    assert section["phase"] == "critical"
+    assert (section["xi_q"], section["xi_c"]) == ("inf", "inf")  # diverge at criticality
+    assert "marginal fixed point" in section["fixed_point"]
+    assert theory.phase(1 + 1e-7) == "critical" and theory.phase(1 + 1e-5) == "chaotic"
+    assert theory.depth_scale(1 + 1e-15) == math.inf
+
+
+def test_swish_learnable_at_he_gives_the_large_q_limit(make_cfg, tmp_path):
+    result = train(make_cfg("activation=swish_learnable", "initializer=kaiming_normal"))
+    section = result["theory"]
+    sigma_w2 = section["sigma_w2"]
+    assert sigma_w2 == pytest.approx(1 / SECOND_MOMENTS[nn.SiLU], rel=1e-2)  # He for SiLU
+    assert section["chi1"] == pytest.approx(sigma_w2 / 2, rel=1e-6)  # SiLU'(u)^2 -> 1 or 0
+    assert section["phase"] == "chaotic"
+    assert "no stable fixed point" in section["fixed_point"]
+    _no_nan_or_inf(section)
+    assert read_result(tmp_path / "run")["theory"] == json.loads(json.dumps(section))
+    events = EventAccumulator(str(tmp_path / "run"))
+    events.Reload()
+    assert events.Scalars("theory/chi1")[0].value == pytest.approx(sigma_w2 / 2, rel=1e-6)
+    assert "theory/q_star" not in events.Tags()["scalars"]

@@ -91,12 +91,13 @@ def theory_lines(values: dict[str, float], theory: dict[str, Any]) -> list[str]:
         return [f"theory: n/a ({theory['not_applicable']})"]
 
     def num(key: str) -> str:
-        v = theory[key]
+        v = theory.get(key, "n/a")  # left out where it does not apply: fixed_point says why
         return v if isinstance(v, str) else f"{v:.4g}"
 
     lines = [
         f"theory: sigma_w2 = {num('sigma_w2')}, sigma_b2 = {num('sigma_b2')}, "
-        f"q* = {num('q_star')}, chi1 = {num('chi1')}, xi_q = {num('xi_q')}, xi_c = {num('xi_c')}",
+        f"q* = {num('q_star')}, chi1 = {num('chi1')} ({num('phase')}), xi_q = {num('xi_q')}, "
+        f"xi_c = {num('xi_c')}; {num('fixed_point')}",
         f"grad_norm/ratio_first_last: measured {values['grad_norm/ratio_first_last']:.3g}, "
         f"predicted {num('grad_norm/ratio_first_last')}",
     ]

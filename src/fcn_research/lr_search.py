@@ -14,7 +14,8 @@ no candidate. The study goes on. Re-running the command with ``hydra.sweep.dir=<
 resumes: finished trials are kept, a trial the interruption left running is re-run at its
 own lr (its completed jobs are skipped by ``train()``), and only the missing trials are asked.
 
-At the end ``best_lr.csv`` and ``best_lr.md`` list each cell's best lr, its validation mean
+At the end ``best_lr.csv`` and ``best_lr.md`` list, for every study in ``optuna.db`` (so a
+search extended to a few cells keeps the others' rows), each cell's best lr, its validation mean
 and the test metric of the same jobs (``n/a`` where result.json has none); the test split
 never chooses anything.
 """
@@ -26,6 +27,7 @@ import io
 import logging
 import math
 import random
+import re
 import statistics
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
@@ -50,6 +52,9 @@ JOB_DIR = "job_dir"
 # best_lr.csv's column of the job dirs the report shows for the cell, separated by JOBS_SEP.
 JOBS = "jobs"
 JOBS_SEP = ";"
+# What each study keeps of its cell, so a later search can list it: its overrides and seeds.
+OVERRIDES_ATTR = "overrides"
+SEEDS_ATTR = "seeds"
 
 Launch = Callable[[list[list[str]], int], Any]
 
@@ -131,6 +136,15 @@ def make_cells(grid: Sequence[Sequence[str]], exclude: Collection[str] = ()) -> 
     return list(cells.values())
 
 
+def cell_of_study(name: str, attrs: dict[str, Any]) -> Cell:
+    """A study's cell from what it keeps (``OVERRIDES_ATTR``), else from its name (overrides
+    joined by commas, as a job dir is named; a value may hold commas, a key never)."""
+    overrides = attrs.get(OVERRIDES_ATTR)
+    if overrides is None:
+        overrides = [] if name == "all" else re.split(r",(?=[^,=]+=)", name)
+    return Cell(tuple(str(o) for o in overrides), name)
+
+
 def trial_jobs(cell: Cell, lr: float, seeds: Sequence[int]) -> list[list[str]]:
     """The overrides of a trial's jobs: the cell's, the trial's lr and one seed each."""
     return [
@@ -207,6 +221,9 @@ def search(
         )
         for cell in cells
     ]
+    for cell, study in zip(cells, studies, strict=True):
+        study.set_user_attr(OVERRIDES_ATTR, list(cell.overrides))
+        study.set_user_attr(SEEDS_ATTR, list(settings.seeds))
     finished_states = (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
     job_idx = 0
     while True:
@@ -248,13 +265,31 @@ def search(
                 lr_string(lr),
                 why if value is not None else f"failed ({why})",
             )
-    return best_rows(cells, studies, settings, sweep_dir)
+    return all_best_rows(storage, settings, sweep_dir)
+
+
+def all_best_rows(storage: str, settings: SearchSettings, sweep_dir: Path) -> list[dict[str, Any]]:
+    """best_lr's rows for every study in ``storage``, those of earlier searches in the same
+    sweep dir included, in the order they were first made."""
+    import optuna
+
+    cells, studies, seeds = [], [], []
+    for name in optuna.study.get_all_study_names(storage):
+        study = optuna.load_study(study_name=name, storage=storage)
+        cells.append(cell_of_study(name, study.user_attrs))
+        studies.append(study)
+        seeds.append(tuple(study.user_attrs.get(SEEDS_ATTR) or settings.seeds))
+    return best_rows(cells, studies, seeds, sweep_dir)
 
 
 def best_rows(
-    cells: Sequence[Cell], studies: Sequence[Any], settings: SearchSettings, sweep_dir: Path
+    cells: Sequence[Cell],
+    studies: Sequence[Any],
+    seeds: Sequence[Sequence[int]],
+    sweep_dir: Path,
 ) -> list[dict[str, Any]]:
-    """One row per cell: its best lr, validation mean, test mean (or n/a) and trial counts."""
+    """One row per cell: its best lr, validation mean, test mean (or n/a) and trial counts;
+    ``seeds``: each cell's trial seeds."""
     from optuna.trial import TrialState
 
     results = results_by_overrides(sweep_dir)
@@ -266,7 +301,7 @@ def best_rows(
         if len({v.get(k) for v in values}) > 1
     ]
     rows = []
-    for cell, study, cell_values in zip(cells, studies, values, strict=True):
+    for cell, study, cell_values, cell_seeds in zip(cells, studies, values, seeds, strict=True):
         trials = study.get_trials(deepcopy=False)
         row: dict[str, Any] = {"cell": cell.name}
         row.update((k, cell_values.get(k, "")) for k in axes)
@@ -274,7 +309,8 @@ def best_rows(
         tried = [
             results[frozenset(job)][JOB_DIR]
             for t in trials
-            for job in trial_jobs(cell, float(t.params[TUNED_KEY]), settings.seeds)
+            if TUNED_KEY in t.params
+            for job in trial_jobs(cell, float(t.params[TUNED_KEY]), cell_seeds)
             if frozenset(job) in results
         ]
         row.update(
@@ -283,7 +319,7 @@ def best_rows(
             val_mean="n/a",
             test_metric="n/a",
             test_mean="n/a",
-            n_seeds=len(settings.seeds),
+            n_seeds=len(cell_seeds),
             trials_complete=len(complete),
             trials_failed=sum(t.state == TrialState.FAIL for t in trials),
             # Where no trial completed, every job tried, so the report shows how they ended.
@@ -292,7 +328,7 @@ def best_rows(
         if complete:
             best = max(complete, key=lambda t: t.value)
             lr = float(best.params[TUNED_KEY])
-            jobs = [results.get(frozenset(j)) or {} for j in trial_jobs(cell, lr, settings.seeds)]
+            jobs = [results.get(frozenset(j)) or {} for j in trial_jobs(cell, lr, cell_seeds)]
             metrics = [job.get("metrics") or {} for job in jobs]
             row[JOBS] = JOBS_SEP.join(job[JOB_DIR] for job in jobs if JOB_DIR in job)
             val = _val_metric(metrics[0])

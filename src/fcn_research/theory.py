@@ -7,7 +7,13 @@ in the limit of infinite width every pre-activation is Gaussian over units, with
     q^{l+1} = sigma_w2 E_z[phi(sqrt(q^l) z)^2] + sigma_b2,        z ~ N(0, 1),
 
 and the squared norm of the backpropagated gradient changes by ``chi1 = sigma_w2
-E_z[phi'(sqrt(q*) z)^2]`` per layer (< 1 ordered: vanishing; > 1 chaotic: exploding).
+E_z[phi'(sqrt(q*) z)^2]`` per layer (< 1 ordered: vanishing; > 1 chaotic: exploding; within
+``CRITICAL_TOL`` of 1 critical, where the depth scales diverge).
+
+Where the fixed point is at an end of the range, the predictions are its limits: q* = 0
+(no bias and phi(0) = 0, e.g. GELU at He) gives chi1 = sigma_w2 phi'(0)^2; where q grows
+without bound there is no stable fixed point, which ``predict`` says with the reason, and chi1
+is its large-q limit where that exists (sigma_w2 / 2 for the ReLU family).
 
 Gaussian expectations are computed by Gauss-Legendre quadrature on each half-line [-T, 0]
 and [0, T] (T = 12 standard deviations): the breakpoint at 0 keeps the ReLU family's kink out
@@ -37,6 +43,16 @@ QUAD_RANGE = 12.0
 Q_TOL = 1e-12
 Q_MAX_STEPS = 20_000
 Q_UNBOUNDED = 1e12
+# chi1 within this of 1 is critical (its depth scales infinite): a float64 chi1 of 1 + 1e-15
+# (ReLU at He) is 1, not chaos with a depth scale of 1e8 layers.
+CRITICAL_TOL = 1e-6
+# A bias-free fixed point reached below this fraction of the starting q is the limit q* = 0
+# (the map relaxes towards 0 ever more slowly where it is marginal, e.g. tanh at sigma_w2 = 1).
+Q_ZERO = 1e-6
+# Where the limits q -> 0 and q -> inf are evaluated: an error of O(q) at 0, and at infinity
+# two far points that must agree for the limit to exist.
+Q_SMALL = 1e-16
+Q_LARGE = (1e12, 1e16)
 
 
 class NotApplicable(ValueError):
@@ -210,8 +226,9 @@ def _pair(q: float, c: float) -> tuple[Tensor, Tensor, Tensor]:
 
 def correlation_fixed_point(act: nn.Module, sigma_w2: float, sigma_b2: float, q: float) -> float:
     """c*, the stable fixed point of the correlation map of two inputs at variance q: 1 in the
-    ordered phase (chi1 <= 1), else the root of c_map(c) = c below 1, by bisection."""
-    if chi1(act, sigma_w2, q) <= 1:
+    ordered and critical phases (chi1 <= 1 + CRITICAL_TOL), else the root of c_map(c) = c
+    below 1, by bisection."""
+    if chi1(act, sigma_w2, q) <= 1 + CRITICAL_TOL:
         return 1.0
 
     def excess(c: float) -> float:
@@ -243,12 +260,92 @@ def chi_c(act: nn.Module, sigma_w2: float, sigma_b2: float, q: float) -> float:
 
 
 def depth_scale(rate: float) -> float:
-    """xi = -1 / log(rate): the depth over which a deviation shrinks (or grows) by e."""
+    """xi = -1 / log(rate): the depth over which a deviation shrinks (or grows) by e; infinite
+    within ``CRITICAL_TOL`` of rate 1."""
     if rate <= 0:
         return 0.0
-    if abs(math.log(rate)) < 1e-12:
+    if abs(rate - 1) < CRITICAL_TOL:
         return math.inf
     return abs(1.0 / math.log(rate))
+
+
+def phase(chi: float) -> str:
+    """``ordered`` (chi1 < 1: gradients vanish), ``critical`` (within ``CRITICAL_TOL`` of 1)
+    or ``chaotic`` (chi1 > 1: they explode)."""
+    if abs(chi - 1) < CRITICAL_TOL:
+        return "critical"
+    return "ordered" if chi < 1 else "chaotic"
+
+
+def large_q_limit(act: nn.Module, sigma_w2: float) -> tuple[float, float] | None:
+    """(chi1, q^{l+1} / q^l) as q -> inf, where both settle (the ReLU family: sigma_w2 / 2
+    twice), else None."""
+    far = [(chi1(act, sigma_w2, q), float(length_map(act, q, sigma_w2, 0.0)) / q) for q in Q_LARGE]
+    (c_a, g_a), (c_b, g_b) = far
+    settled = all(
+        math.isfinite(a) and math.isfinite(b) and abs(a - b) <= 1e-9 * max(1.0, abs(b))
+        for a, b in ((c_a, c_b), (g_a, g_b))
+    )
+    return (c_b, g_b) if settled else None
+
+
+@dataclass(frozen=True)
+class FixedPoint:
+    """The length map's fixed point reached from q0 and the numbers at it (or at its limit).
+
+    ``q_star``, ``xi_q`` and ``xi_c`` are None where there is no stable fixed point, and
+    ``chi1`` where, besides, it has no large-q limit; ``about`` says which case it is.
+    """
+
+    q_star: float | None
+    chi1: float | None
+    xi_q: float | None
+    xi_c: float | None
+    about: str
+
+    @property
+    def phase(self) -> str | None:
+        """``phase(chi1)``, or None without a chi1."""
+        return phase(self.chi1) if self.chi1 is not None else None
+
+
+def fixed_point(act: nn.Module, sigma_w2: float, sigma_b2: float, q0: float) -> FixedPoint:
+    """q*, chi1, xi_q and xi_c for an elementwise float64 activation, iterated from ``q0``,
+    with the limits q* = 0 and q -> inf taken where the fixed point is at an end."""
+    q, converged = iterate_length_map(act, sigma_w2, sigma_b2, q0)
+    if not converged:
+        limit = large_q_limit(act, sigma_w2)
+        why = f"no stable fixed point: from q = {q0:.4g}, q grows without bound"
+        if limit is None:
+            return FixedPoint(None, None, None, None, f"{why}; chi1 has no large-q limit")
+        c1, growth = limit
+        how = (
+            "by a constant per layer: the map's slope is 1 at large q"
+            if abs(growth - 1) < CRITICAL_TOL
+            else f"x{growth:.4g} per layer at large q"
+        )
+        return FixedPoint(
+            None,
+            c1,
+            None,
+            None,
+            f"{why} ({how}); chi1 is its large-q limit; xi_q and xi_c, depth scales of the "
+            "approach to a fixed point, do not apply",
+        )
+    at_zero = sigma_b2 == 0 and q < Q_ZERO * max(1.0, q0)
+    at = Q_SMALL if at_zero else q
+    slope = length_map_slope(act, sigma_w2, at)
+    if at_zero:
+        about = "q* = 0 (no bias and phi(0) = 0): chi1, xi_q and xi_c are their limits as q -> 0"
+    elif abs(slope - 1) < CRITICAL_TOL:
+        about = f"marginal fixed point q* = {q:.4g}: the map's slope is 1, q stays where it starts"
+    else:
+        about = f"stable fixed point q* = {q:.4g}"
+    c1 = chi1(act, sigma_w2, at)
+    xi_q = depth_scale(slope)
+    critical = phase(c1) == "critical"
+    xi_c = math.inf if critical else depth_scale(chi_c(act, sigma_w2, sigma_b2, at))
+    return FixedPoint(0.0 if at_zero else q, c1, xi_q, xi_c, about)
 
 
 def critical_sigma_w2(
@@ -294,31 +391,34 @@ class Prediction:
 
     ``values`` uses the instruments' tag names (``activations/std/layer_XX``,
     ``grad_norm/ratio_first_last``, ...); ``notes`` say where the prediction is known to be
-    approximate (finite width, inputs of unequal norm).
+    approximate (finite width, inputs of unequal norm). ``q_star``, ``chi1``, ``xi_q`` and
+    ``xi_c`` are None where they do not apply; ``fixed_point`` says why (``FixedPoint``).
     """
 
     sigma_w2: float
     sigma_b2: float
-    q_star: float
-    chi1: float
-    xi_q: float
-    xi_c: float
+    q_star: float | None
+    chi1: float | None
+    xi_q: float | None
+    xi_c: float | None
     values: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    fixed_point: str = ""
 
     def as_dict(self) -> dict[str, object]:
-        """The ``theory`` section of result.json (non-finite numbers as strings: JSON has none)."""
+        """The ``theory`` section of result.json: a number left out where it does not apply
+        (``fixed_point`` says why); an infinite depth scale (critical) as ``"inf"``."""
 
         def num(x: float) -> float | str:
             return x if math.isfinite(x) else str(x)
 
+        summary = {"q_star": self.q_star, "chi1": self.chi1, "xi_q": self.xi_q, "xi_c": self.xi_c}
         return {
             "sigma_w2": self.sigma_w2,
             "sigma_b2": self.sigma_b2,
-            "q_star": num(self.q_star),
-            "chi1": num(self.chi1),
-            "xi_q": num(self.xi_q),
-            "xi_c": num(self.xi_c),
+            **{k: num(v) for k, v in summary.items() if v is not None},
+            **({"phase": phase(self.chi1)} if self.chi1 is not None else {}),
+            "fixed_point": self.fixed_point,
             **{k: num(v) for k, v in self.values.items()},
             "notes": list(self.notes),
         }
@@ -409,13 +509,10 @@ def predict(
         )
     values["grad_norm/ratio_first_last"] = values["grad_norm/ratio_to_last/layer_01"]
 
-    qs = q_star(act, bulk.sigma_w2, bulk.sigma_b2, q0=float(sq_norm.mean() / d))
-    if math.isfinite(qs):
-        c1 = chi1(act, bulk.sigma_w2, qs)
-        xi_q = depth_scale(length_map_slope(act, bulk.sigma_w2, qs))
-        xi_c = depth_scale(chi_c(act, bulk.sigma_w2, bulk.sigma_b2, qs))
-    else:
-        c1 = xi_q = xi_c = math.inf
+    # From the first hidden layer's q (the mean over samples): where the map has two basins
+    # (GELU at He: q -> 0 below an unstable point, q -> inf above), the network's own.
+    q1 = float(variances[0].sigma_w2 * sq_norm.mean() / d + variances[0].sigma_b2)
+    point = fixed_point(act, bulk.sigma_w2, bulk.sigma_b2, q1)
     notes = []
     narrow = min(widths) if widths else 0
     if narrow < WIDE:
@@ -429,4 +526,14 @@ def predict(
             f"inputs of unequal norm (|x|^2 varies by {spread:.0%} of its mean over the probe "
             "set): each sample is propagated with its own q, so layer 1 is a mixture of Gaussians"
         )
-    return Prediction(bulk.sigma_w2, bulk.sigma_b2, qs, c1, xi_q, xi_c, values, notes)
+    return Prediction(
+        bulk.sigma_w2,
+        bulk.sigma_b2,
+        point.q_star,
+        point.chi1,
+        point.xi_q,
+        point.xi_c,
+        values,
+        notes,
+        point.about,
+    )

@@ -3,16 +3,20 @@ and the hyperparameters its sweep varies shown first."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.callbacks import Callback
+from omegaconf import OmegaConf
 from tensorboard.compat.proto.summary_pb2 import Summary
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 from torch.utils.tensorboard.summary import hparams
 
 from fcn_research.callbacks.probe import member_writers
+from fcn_research.lr_search import SEED_KEY, TUNED_KEY
+from fcn_research.report.loading import MULTIRUN_FILE, swept_axes
 
 # Metrics shown per run in the HParams table; their values are the runs' last scalars.
 DEFAULT_METRICS = (
@@ -43,6 +47,31 @@ def overridden_hparams(overrides: list[str], names: list[str]) -> list[str]:
     return found
 
 
+def sweep_varied(job_dir: str | Path) -> list[str] | None:
+    """The keys the job's sweep gives two or more values (or a continuous range), from the
+    ``multirun.yaml`` Hydra writes at the sweep's start in the nearest dir above the job's;
+    None for a job outside a sweep. A job sees only its own values, so the sweep's list says."""
+    multirun = next(
+        (
+            d / MULTIRUN_FILE
+            for d in Path(job_dir).resolve().parents
+            if (d / MULTIRUN_FILE).is_file()
+        ),
+        None,
+    )
+    if multirun is None:
+        return None
+    axes, _ = swept_axes(multirun)
+    # An interval() sweep (Optuna, Nevergrad) lists no values: a range, so it varies.
+    varied = [key for key, values in axes.items() if len(set(values)) != 1]
+    sweeper = OmegaConf.select(OmegaConf.load(multirun), "hydra.sweeper", default=None) or {}
+    if "lr_min" in sweeper:  # hparams_search=lr: the search varies lr, and seed over its seeds
+        varied.append(TUNED_KEY)
+        if len(set(sweeper.get("seeds") or [])) > 1:
+            varied.append(SEED_KEY)
+    return varied
+
+
 def mark_varied(experiment: Summary, varied: list[str]) -> None:
     """Mark the hparams ``varied`` as differing across runs, in the experiment summary.
 
@@ -66,8 +95,9 @@ class HParamsSummary(Callback):
     ...), each written into its member's run with the overrides of its job
     (``run_overrides``). TensorBoard takes each
     metric's value from the run's scalar of the same tag, so the table shows final values.
-    The hparams the job's overrides set (in a sweep: what the sweep varies) are marked as
-    differing, so the dashboard shows them by default.
+    In a sweep, the hparams it gives two or more values are marked as differing (a key the
+    sweep sets to one value is not); outside a sweep, those the run's overrides set. The
+    dashboard lists the differing ones first and ticks the first five.
 
     Args:
         metrics: the metric tags to show; tags a run never logs are left out for it.
@@ -86,7 +116,9 @@ class HParamsSummary(Callback):
         member_overrides = getattr(pl_module, "run_overrides", None) or [_hydra_overrides()]
         for writer, run_hparams, overrides in zip(writers, members, member_overrides, strict=False):
             exp, ssi, sei = hparams({k: _scalar(v) for k, v in run_hparams.items()}, metrics)
-            mark_varied(exp, overridden_hparams(list(overrides), list(run_hparams)))
+            swept = sweep_varied(writer.log_dir)
+            keys = list(overrides) if swept is None else [f"{k}=" for k in swept]
+            mark_varied(exp, overridden_hparams(keys, list(run_hparams)))
             file_writer = writer._get_file_writer()
             for summary in (exp, ssi, sei):
                 file_writer.add_summary(summary)

@@ -22,12 +22,14 @@ How a sweep is summarised (also written at the top of ``summary.md``):
   negative) to their maximum, or log over their data range when a ratio spans decades; each
   heatmap's title says its scale and whether cells average several seeds.
 - Jobs named in ``multirun.yaml`` but without a directory are ``not started``; a directory
-  without ``result.json`` is ``missing`` (interrupted, or not yet written).
+  without ``result.json`` is ``missing`` (interrupted, or not yet written), one whose
+  ``result.json`` cannot be parsed (truncated by a full disk) is ``unreadable``.
 - Each cell also has a 95 % Student's t confidence interval and its range (``report.stats``);
   ``--summary`` picks the final value, the best epoch's or the mean of the last k epochs
   (``report.epochs``); ``--baseline`` tests every cell against a baseline
-  (``report.baseline``); ``--metric`` adds any tag of result.json, and a ``layer_XX`` family
-  becomes a per-layer table and profile.
+  (``report.baseline``; ``--match-ignore lr`` matches cells across their own tuned lr, and
+  every configuration left uncompared is named with the reason); ``--metric`` adds any tag
+  of result.json, and a ``layer_XX`` family becomes a per-layer table and profile.
 """
 
 from __future__ import annotations
@@ -122,9 +124,11 @@ def write_report(
     metrics: Sequence[str] = (),
     summary: Summary | None = None,
     baseline: str | None = None,
+    match_ignore: str | None = None,
 ) -> Report:
     """Read the sweep and write ``summary.csv``, ``cells.csv``, ``summary.md`` and the PNGs
     (and ``comparisons.csv`` with a ``baseline``, e.g. ``activation=relu``) into ``report/``.
+    ``match_ignore`` (``lr``): axes a cell and its baseline cell may differ in.
 
     ``metrics``: result.json tags to add to the default ones; ``beta/layer_XX`` stands for
     a per-layer family. ``summary``: which value of each run (default: the final one).
@@ -133,6 +137,13 @@ def write_report(
     summary = summary or Summary()
     _check_metrics(sweep, metrics)
     compared = baseline_tests.parse_baseline(sweep, baseline) if baseline else None
+    if match_ignore is not None and compared is None:
+        raise ReportOptionError(f"--match-ignore {match_ignore}: applies with --baseline only")
+    ignore = (
+        baseline_tests.parse_match_ignore(sweep, match_ignore, compared[0])
+        if compared and match_ignore is not None
+        else []
+    )
     families = [m for m in metrics if family_pattern(m)]
     scalars = report_metrics(sweep, [m for m in metrics if not family_pattern(m)])
     out = sweep.path / REPORT_DIR
@@ -147,8 +158,12 @@ def write_report(
     report.files.append(out / "cells.csv")
     if compared:
         measured = [m for m in scalars if not m.startswith(THEORY)]  # not predictions
-        rows = baseline_tests.comparisons(sweep, measured, *compared, summary)
-        report.sections += baseline_tests.markdown_lines(rows, "=".join(compared))
+        rows, report.skipped = baseline_tests.comparisons(
+            sweep, measured, *compared, summary, ignore
+        )
+        report.sections += baseline_tests.markdown_lines(
+            rows, "=".join(compared), report.skipped, ignore
+        )
         _write_csv(out / "comparisons.csv", baseline_tests.csv_rows(rows), ["metric"])
         report.files.append(out / "comparisons.csv")
 
@@ -217,7 +232,8 @@ def write_report(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``fcn-report <sweep_dir> [--metric TAG] [--summary S --k K] [--baseline KEY=VALUE]``:
+    """``fcn-report <sweep_dir> [--metric TAG] [--summary S --k K] [--baseline KEY=VALUE
+    [--match-ignore KEY]]``:
     write the sweep's report and print its tables."""
     parser = argparse.ArgumentParser(prog="fcn-report", description=__doc__.splitlines()[0])
     parser.add_argument("sweep_dir", help="a Hydra multirun directory, e.g. outputs/sweeps/<time>")
@@ -243,12 +259,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="compare every cell with the cell that has KEY=VALUE and the same other axes "
         "(paired t-test by seed, else Welch), e.g. activation=relu",
     )
+    parser.add_argument(
+        "--match-ignore",
+        metavar="KEY[,KEY]",
+        help="with --baseline: match each cell with its baseline on every axis but these, "
+        "e.g. lr where each cell ran at its own tuned learning rate",
+    )
     args = parser.parse_args(argv)
     if args.k is not None and args.summary != "last_k":
         parser.error(f"--k {args.k} applies to --summary last_k, not --summary {args.summary}")
     try:
         summary = Summary(args.summary, 3 if args.k is None else args.k)
-        report = write_report(args.sweep_dir, args.metric, summary, args.baseline)
+        report = write_report(
+            args.sweep_dir, args.metric, summary, args.baseline, args.match_ignore
+        )
     except (NotASweepError, ReportOptionError) as err:
         print(f"fcn-report: error: {err}", file=sys.stderr)
         return 2

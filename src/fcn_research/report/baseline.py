@@ -3,6 +3,7 @@ other axes (``report.stats`` for the tests), as markdown and CSV rows."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,36 +56,119 @@ def parse_baseline(sweep: Sweep, text: str) -> tuple[str, str]:
     return key, value
 
 
+def parse_match_ignore(sweep: Sweep, text: str, key: str) -> list[str]:
+    """``lr`` or ``lr,width`` -> the axes a cell and its baseline may differ in, checked."""
+    keys = [k.strip() for k in text.split(",") if k.strip()]
+    axes = ", ".join(sweep.config_axes) or "none"
+    if not keys:
+        raise ReportOptionError(f"--match-ignore {text}: expected KEY[,KEY], e.g. lr")
+    for k in keys:
+        if k == key:
+            raise ReportOptionError(
+                f"--match-ignore {text}: `{k}` is the --baseline axis itself; name the axes a "
+                "cell and its baseline may differ in, e.g. lr"
+            )
+        if k not in sweep.config_axes:
+            raise ReportOptionError(
+                f"--match-ignore {text}: `{k}` is not swept; swept axes: {axes}"
+            )
+    return keys
+
+
 def comparisons(
-    sweep: Sweep, metrics: list[str], key: str, value: str, summary: Summary
-) -> list[Row]:
-    """Every configuration whose ``key`` is not ``value`` against its baseline, per metric."""
-    index = sweep.config_axes.index(key)
-    rows = []
+    sweep: Sweep,
+    metrics: list[str],
+    key: str,
+    value: str,
+    summary: Summary,
+    ignore: Sequence[str] = (),
+) -> tuple[list[Row], list[str]]:
+    """Every configuration whose ``key`` is not ``value`` against its baseline, per metric, and
+    a line for each configuration not compared, saying why.
+
+    The baseline cell has ``key=value`` and the configuration's value on every other axis but
+    those in ``ignore`` (e.g. ``lr``, where each cell ran at its own tuned learning rate).
+    """
+    axes = sweep.config_axes
+    index = axes.index(key)
+    matched = [i for i, a in enumerate(axes) if a != key and a not in ignore]
+    rows: list[Row] = []
+    skipped: list[str] = []
     for metric in metrics:
         by_config = cells(sweep, metric, summary)
-        for config in sweep.configs():
+        # Configurations that have jobs: the others are holes of the axes' product.
+        present = [c for c, cell in by_config.items() if cell.values or cell.others]
+        for config in present:
             if config[index] == value:
                 continue
-            base = (*config[:index], value, *config[index + 1 :])
-            cell, reference = by_config.get(config), by_config.get(base)
-            if cell is None or reference is None or not (cell.values and reference.values):
+            label = sweep.label(config)
+            bases = [
+                c for c in present if c[index] == value and all(c[i] == config[i] for i in matched)
+            ]
+            if len(bases) != 1:
+                baselines = [c for c in present if c[index] == value]
+                why = _no_baseline(sweep, config, bases, baselines, matched)
+                skipped.append(f"{label}: not compared, {why}")
+                continue
+            cell, reference = by_config[config], by_config[bases[0]]
+            if not (cell.values and reference.values):
+                which = label if not cell.values else f"its baseline {sweep.label(bases[0])}"
+                skipped.append(
+                    f"{label}: `{metric}` not compared, {which} has no completed job with a "
+                    f"finite value ({cell.text() if not cell.values else reference.text()})"
+                )
                 continue
             result = compare(
                 dict(zip(cell.seeds, cell.values, strict=True)),
                 dict(zip(reference.seeds, reference.values, strict=True)),
             )
-            rows.append(Row(metric, sweep.label(config), sweep.label(base), result))
-    return rows
+            rows.append(Row(metric, label, sweep.label(bases[0]), result))
+    return rows, list(dict.fromkeys(skipped))
+
+
+def _no_baseline(
+    sweep: Sweep,
+    config: tuple[str, ...],
+    bases: list[tuple[str, ...]],
+    baselines: list[tuple[str, ...]],
+    matched: list[int],
+) -> str:
+    """Why ``config`` has no single baseline cell (``bases``: the baseline cells that match it;
+    ``baselines``: every baseline cell that has jobs)."""
+    if bases:
+        return (
+            f"{len(bases)} baseline cells match it ({'; '.join(sweep.label(b) for b in bases)}): "
+            "match on more axes (fewer --match-ignore keys)"
+        )
+    axes = sweep.config_axes
+    where = ", ".join(f"{axes[i]}={config[i]}" for i in matched)
+    text = f"no baseline cell has {where}" if where else "no baseline cell has jobs"
+    # The nearest baseline cell: the axes it differs on are those to ignore, if the user means to.
+    differ = min(
+        ([axes[i] for i in matched if b[i] != config[i]] for b in baselines), key=len, default=[]
+    )
+    if differ:
+        text += f" (compare across {', '.join(differ)}: --match-ignore {','.join(differ)})"
+    return text
 
 
 def _number(value: float | None) -> str:
     return fmt(value) if value is None or abs(value) != float("inf") else str(value)
 
 
-def markdown_lines(rows: list[Row], baseline: str) -> list[str]:
-    """The ``## Compared with <baseline>`` section of summary.md."""
+def markdown_lines(
+    rows: list[Row], baseline: str, skipped: Sequence[str] = (), ignore: Sequence[str] = ()
+) -> list[str]:
+    """The ``## Compared with <baseline>`` section of summary.md, with the configurations not
+    compared and why."""
     lines = ["", f"## Compared with {baseline}", "", METHOD]
+    if ignore:
+        lines.append(
+            f"Cells are matched on every axis but {', '.join(f'`{k}`' for k in ignore)} "
+            "(--match-ignore): a cell and its baseline may differ there."
+        )
+    if skipped:
+        lines += ["", "Not compared:", "", *(f"- {line}" for line in skipped)]
     if not rows:
         return [*lines, "", "No cell has a completed baseline cell to compare with."]
     for metric in dict.fromkeys(r.metric for r in rows):

@@ -8,6 +8,9 @@ and sweeps made before this option work too.
 - An epoch is a step where the validation metric was logged (its end). ``best`` is the epoch
   with the highest ``val/acc`` (else the lowest ``val/mse``, else ``val/loss``; the earliest on
   ties), whichever metric is reported: the model a researcher would have kept.
+- A test metric (``test/*``) is measured once, after training: under ``best`` it is the run's
+  own only where the run tested its best validation epoch's weights (``test_weights=best_val``),
+  and n/a for a run that tested its last epoch's.
 - ``last_k`` is the mean over the last k epochs (all of them, if the run has fewer).
 - A tag logged on the instruments' schedule rather than at epoch ends takes its last value
   logged at or before the epoch's step.
@@ -21,11 +24,31 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
+
 from fcn_research.report.loading import Job, ReportOptionError
 
 SUMMARIES = ("final", "best", "last_k")
 # The metric that picks the best epoch, in order of preference, and whether higher is better.
 SELECTION = (("val/acc", True), ("val/mse", False), ("val/loss", False))
+TEST_PREFIX = "test/"
+BEST_VAL_WEIGHTS = "test_weights=best_val"
+# A cell's count of runs whose test metric is not their best epoch's (they tested the last).
+TEST_NOT_AT_BEST = "n/a (last epoch tested)"
+
+
+def tested_best_val(job: Job) -> bool:
+    """Whether the job evaluated its test split on the best validation epoch's weights
+    (``test_weights=best_val`` in its ``.hydra/config.yaml``, else in its overrides)."""
+    config = job.path / ".hydra" / "config.yaml" if job.path is not None else None
+    if config is not None and config.is_file():
+        try:
+            loaded = yaml.safe_load(config.read_text())
+        except yaml.YAMLError:
+            loaded = None
+        if isinstance(loaded, dict):
+            return f"test_weights={loaded.get('test_weights')}" == BEST_VAL_WEIGHTS
+    return BEST_VAL_WEIGHTS in (job.result.get("overrides") or [])
 
 
 def read_scalars(job_dir: Path) -> dict[str, list[tuple[int, float]]]:
@@ -69,10 +92,18 @@ class Summary:
             return f"mean of the last {self.k} epochs"
         return "final"
 
+    def not_at_best(self, job: Job, metric: str) -> bool:
+        """Under ``best``: ``metric`` is a test metric the job measured on other weights than
+        its best epoch's."""
+        return self.kind == "best" and metric.startswith(TEST_PREFIX) and not tested_best_val(job)
+
     def value(self, job: Job, metric: str) -> float | None:
         """The job's summary of ``metric`` as a finite float, or None."""
         if self.kind == "final":
             return job.value(metric)
+        if self.kind == "best" and metric.startswith(TEST_PREFIX):
+            # Tested once, on the best validation epoch's weights or not at all at best.
+            return None if self.not_at_best(job, metric) else job.value(metric)
         if job.path is None:
             return None
         scalars = self._scalars.get(job.path)

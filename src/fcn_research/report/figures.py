@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 
 from fcn_research.report.epochs import Summary, read_scalars
 from fcn_research.report.loading import REPLICATE_AXIS, Job, Sweep, chance_level
-from fcn_research.report.stats import t_interval
+from fcn_research.report.stats import clip_interval, metric_bounds, t_interval
 from fcn_research.report.tables import VAL_METRICS, fmt, pivots, write_atomic
 
 LINE_STYLES = ("-", "--", ":", "-.")
@@ -160,10 +160,12 @@ def _mean_and_band(
     label: str,
     style: dict[str, Any],
     log: bool,
+    bounds: tuple[float, float] | None = None,
 ) -> None:
     """A line through the means of ``runs`` (the seeds' values at each x) and a shaded 95 %
-    t-interval where at least two seeds have a value. ``log``: both on log10 of the positive
-    values (geometric mean, a multiplicative interval), as a log axis reads them."""
+    t-interval where at least two seeds have a value, clipped to ``bounds``. ``log``: both on
+    log10 of the positive values (geometric mean, a multiplicative interval), as a log axis
+    reads them."""
     if log:
         runs = [[math.log10(v) for v in vs if v > 0] for vs in runs]
     points = [
@@ -171,7 +173,11 @@ def _mean_and_band(
     ]
     back = (lambda v: 10.0**v) if log else (lambda v: v)
     ax.plot([x for x, _, _ in points], [back(m) for _, m, _ in points], label=label, **style)
-    band = [(x, back(ci[0]), back(ci[1])) for x, _, ci in points if ci is not None]
+    band = [
+        (x, *clip_interval((back(ci[0]), back(ci[1])), bounds)[0])
+        for x, _, ci in points
+        if ci is not None
+    ]
     if band:
         xs_band, low, high = zip(*band, strict=True)
         ax.fill_between(xs_band, low, high, color=style["color"], alpha=0.15)
@@ -197,14 +203,16 @@ def layer_profile(
     ``value`` reads a job's value of a key (default: ``section`` of result.json).
     """
     profiles = _layer_profiles(sweep, pattern, section, statuses, value)
+    keys = pattern.pattern.strip("^$").replace(r"(\d+)", "XX")
     if not profiles:
-        keys = pattern.pattern.strip("^$").replace(r"(\d+)", "XX")
         return f"{title}: skipped, no job has {keys} in `{section}`"
     fig = Figure(figsize=(7.5, 4.2), layout="constrained")
     ax = fig.subplots()
     for (label, layers), style in zip(profiles.items(), line_styles(len(profiles)), strict=True):
         n = max(len(vs) for vs in layers.values())
-        _mean_and_band(ax, list(layers), list(layers.values()), f"{label} (n={n})", style, log)
+        label = f"{label} (n={n})"
+        bounds = ylim or metric_bounds(keys)
+        _mean_and_band(ax, list(layers), list(layers.values()), label, style, log, bounds)
     if log:
         ax.set_yscale("log")
     if ylim is not None:
@@ -246,7 +254,8 @@ def val_curves(sweep: Sweep, path: Path) -> str | None:
             steps = sorted({step for run in runs for step in run})
             values = [[run[s] for run in runs if s in run] for s in steps]
             style = {**styles[label], "lw": 1.2, "markersize": 3}
-            _mean_and_band(ax, steps, values, f"{label} (n={len(runs)})", style, log=False)
+            label = f"{label} (n={len(runs)})"
+            _mean_and_band(ax, steps, values, label, style, False, metric_bounds(tag))
         title = f"{tag}: {over_seeds(sweep, 'mean and 95 % t-interval')}"
         if tag.endswith("/acc"):  # a fixed scale: a 2-point spread must not fill the axis
             low = min(float(v) for line in ax.get_lines() for v in line.get_ydata())

@@ -16,13 +16,14 @@ from hydra.core.override_parser.types import Override
 from hydra.errors import HydraException
 from omegaconf import OmegaConf
 
-from fcn_research.results import read_result
+from fcn_research.results import RESULT_FILE, read_result
 from fcn_research.stacking import STACKS_DIR
 
 REPORT_DIR = "report"
 MULTIRUN_FILE = "multirun.yaml"
 REPLICATE_AXIS = "seed"
 MISSING = "missing"  # a job dir without result.json
+UNREADABLE = "unreadable"  # a result.json that cannot be parsed (truncated, not JSON)
 NOT_STARTED = "not started"  # in multirun.yaml, but no job dir
 DASH = "–"
 _PARSER = OverridesParser.create()
@@ -103,7 +104,7 @@ def _override_values(lines: Iterable[str]) -> dict[str, str]:
     return out
 
 
-def _swept_axes(multirun: Path) -> tuple[dict[str, list[str]], bool]:
+def swept_axes(multirun: Path) -> tuple[dict[str, list[str]], bool]:
     """Swept keys and their values from ``multirun.yaml``; False if some cannot be listed."""
     cfg = OmegaConf.load(multirun)
     lines = [str(x) for x in OmegaConf.select(cfg, "hydra.overrides.task", default=None) or []]
@@ -152,7 +153,7 @@ def load_sweep(path: str | os.PathLike[str]) -> Sweep:
             f"holding {MULTIRUN_FILE} and one job dir per run, such as outputs/sweeps/<time> "
             "made by `python train.py -m key=a,b`"
         )
-    swept, enumerable = _swept_axes(path / MULTIRUN_FILE)
+    swept, enumerable = swept_axes(path / MULTIRUN_FILE)
 
     jobs: list[Job] = []
     # .stacks/ (launcher=stacked) holds the stacks' manifests; their members are the jobs.
@@ -160,13 +161,14 @@ def load_sweep(path: str | os.PathLike[str]) -> Sweep:
     for job_dir in sorted(p for p in path.iterdir() if p.is_dir() and p.name not in skipped):
         result = read_result(job_dir)
         overrides_file = job_dir / ".hydra" / "overrides.yaml"
+        written = (job_dir / RESULT_FILE).is_file()
         if result is not None:
             values = _override_values(result.get("overrides") or [])
-            status = str(result.get("status", MISSING))
-        elif overrides_file.is_file() or any(job_dir.glob("events.out.tfevents.*")):
+            status = str(result.get("status", UNREADABLE))
+        elif written or overrides_file.is_file() or any(job_dir.glob("events.out.tfevents.*")):
             overrides = OmegaConf.load(overrides_file) if overrides_file.is_file() else []
             values = _override_values(overrides) or _dirname_values(job_dir.name)
-            status = MISSING
+            status = UNREADABLE if written else MISSING
         else:
             continue  # not a job dir
         jobs.append(Job(job_dir.name, status, values, result or {}, job_dir))

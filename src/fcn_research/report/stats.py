@@ -3,6 +3,8 @@
 - Confidence interval: Student's t-interval, mean ± t(0.975, n-1) · s / sqrt(n), with s the
   sample std (n-1). It assumes the seeds' values are roughly normal; with n = 2 it is wide
   (t = 12.7) because two seeds say little.
+- Bounded metrics (accuracies, fractions, sparsity: ``metric_bounds``) cannot leave [0, 1];
+  their interval is clipped to it, and the tables say so where it was.
 - Comparison: a paired t-test on the per-seed differences when both cells completed the same
   seeds (the seed fixes the initialization and the batch order, so pairs share their luck),
   else Welch's t-test. Effect size: Cohen's d_z (mean difference / std of the differences)
@@ -16,6 +18,7 @@
 from __future__ import annotations
 
 import math
+import re
 import statistics
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -40,6 +43,26 @@ def t_interval(values: Sequence[float], level: float = LEVEL) -> tuple[float, fl
     mean = statistics.fmean(values)
     half = scipy_stats.t.ppf(0.5 + level / 2, n - 1) * statistics.stdev(values) / math.sqrt(n)
     return mean - half, mean + half
+
+
+# The metrics that live in [0, 1], by tag: accuracies (``val/acc``), fractions of units or
+# (unit, sample) pairs (``neurons/dead_fraction/layer_02``), weight sparsity.
+UNIT_INTERVAL = re.compile(r"(^|/)acc$|_fraction(/|$)|(^|/)sparsity(/|$)")
+
+
+def metric_bounds(tag: str) -> tuple[float, float] | None:
+    """The range a metric cannot leave ((0, 1) for accuracies, fractions, sparsity), or None."""
+    return (0.0, 1.0) if UNIT_INTERVAL.search(tag) else None
+
+
+def clip_interval(
+    interval: tuple[float, float], bounds: tuple[float, float] | None
+) -> tuple[tuple[float, float], bool]:
+    """The interval clipped to ``bounds`` and whether that changed it."""
+    if bounds is None:
+        return interval, False
+    low, high = max(interval[0], bounds[0]), min(interval[1], bounds[1])
+    return (low, high), (low, high) != interval
 
 
 def _power(effect: float, n: int, paired: bool) -> float:

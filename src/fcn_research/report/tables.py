@@ -17,9 +17,9 @@ from typing import IO, Any
 from rich.console import Console
 from rich.table import Table
 
-from fcn_research.report.epochs import Summary
+from fcn_research.report.epochs import TEST_NOT_AT_BEST, TEST_PREFIX, Summary
 from fcn_research.report.loading import DASH, REPLICATE_AXIS, Sweep
-from fcn_research.report.stats import t_interval
+from fcn_research.report.stats import clip_interval, metric_bounds, t_interval
 
 VAL_METRICS = ("val/acc", "val/mse", "val/loss")
 TEST_METRICS = ("test/acc", "test/mse")
@@ -90,6 +90,7 @@ class Cell:
     values: list[float] = field(default_factory=list)
     others: Counter[str] = field(default_factory=Counter)
     seeds: list[str] = field(default_factory=list)  # the seed of each value
+    bounds: tuple[float, float] | None = None  # the metric's range (``metric_bounds``)
 
     @property
     def mean(self) -> float | None:
@@ -103,8 +104,16 @@ class Cell:
 
     @property
     def ci(self) -> tuple[float, float] | None:
-        """95 % Student's t-interval of the mean (``report.stats``), or None for n < 2."""
-        return t_interval(self.values)
+        """95 % Student's t-interval of the mean (``report.stats``), clipped to the metric's
+        bounds, or None for n < 2."""
+        interval = t_interval(self.values)
+        return clip_interval(interval, self.bounds)[0] if interval else None
+
+    @property
+    def ci_clipped(self) -> bool:
+        """Whether the t-interval ran past the metric's bounds (and ``ci`` is clipped)."""
+        interval = t_interval(self.values)
+        return interval is not None and clip_interval(interval, self.bounds)[1]
 
     def text(self) -> str:
         """``0.812 ± 0.010 [0.787, 0.837] (n=3, range 0.801–0.821, 1 diverged)``: mean ± sample
@@ -118,6 +127,8 @@ class Cell:
             low, high = self.ci
             mean += f" ± {fmt(self.std)} [{fmt(low)}, {fmt(high)}]"
             facts.append(f"range {fmt(min(self.values))}–{fmt(max(self.values))}")
+            if self.ci_clipped and self.bounds:
+                facts.append(f"CI clipped to [{self.bounds[0]:g}, {self.bounds[1]:g}]")
         return f"{mean} ({', '.join([*facts, *notes])})"
 
 
@@ -130,15 +141,18 @@ def cells(sweep: Sweep, metric: str, summary: Summary | None = None) -> dict[tup
     summary = summary or Summary()
     theory = metric.startswith(THEORY)
     section, key = ("theory", metric.removeprefix(THEORY)) if theory else ("metrics", metric)
-    out = {config: Cell() for config in sweep.configs()}
+    bounds = None if theory else metric_bounds(metric)
+    out = {config: Cell(bounds=bounds) for config in sweep.configs()}
     for job in sweep.jobs:
-        cell = out.setdefault(sweep.config_of(job), Cell())
+        cell = out.setdefault(sweep.config_of(job), Cell(bounds=bounds))
         value = job.value(key, section) if theory else summary.value(job, metric)
         if job.status != "completed":
             cell.others[job.status] += 1
         elif value is not None:
             cell.values.append(value)
             cell.seeds.append(job.values.get(REPLICATE_AXIS, DASH))
+        elif not theory and summary.not_at_best(job, metric):
+            cell.others[TEST_NOT_AT_BEST] += 1
         elif key in (job.result.get(section) or {}):
             finite = not theory and summary.kind != "final" and job.value(metric) is not None
             cell.others[NO_EPOCHS if finite else NON_FINITE] += 1
@@ -242,6 +256,7 @@ def cell_rows(
                     "mean": cell.mean,
                     "ci95_low": ci[0] if ci else None,
                     "ci95_high": ci[1] if ci else None,
+                    "ci95_clipped": cell.ci_clipped,
                     "std": cell.std,
                     "min": min(cell.values, default=None),
                     "max": max(cell.values, default=None),
@@ -279,6 +294,7 @@ class Report:
     notes: list[str]
     summary: Summary = field(default_factory=Summary)
     sections: list[str] = field(default_factory=list)  # markdown lines after the tables
+    skipped: list[str] = field(default_factory=list)  # --baseline: configurations not compared
 
 
 def _md_escape(text: object) -> str:
@@ -301,6 +317,17 @@ def _markdown_table(pivot: Pivot) -> list[str]:
     return lines
 
 
+def _test_note(summary: Summary, metric: str) -> str | None:
+    """Under ``--summary best``, what a test metric's cells hold (its table's footnote)."""
+    if summary.kind != "best" or not metric.startswith(TEST_PREFIX):
+        return None
+    return (
+        f"`{metric}` is measured once, after training: it is the best epoch's only for runs "
+        "with `test_weights=best_val` (the test split evaluated on the best validation epoch's "
+        f"weights); runs that tested their last epoch's weights count as {TEST_NOT_AT_BEST}."
+    )
+
+
 def markdown(report: Report) -> str:
     """``summary.md``: how to read it, a pivot per metric (and facet), figures, unfinished jobs."""
     sweep = report.sweep
@@ -316,8 +343,10 @@ def markdown(report: Report) -> str:
         "",
         f"Cells ({report.summary.describe()}): over `{REPLICATE_AXIS}` of the completed "
         "jobs, mean ± sample std (n-1) [95 % confidence interval of the mean, Student's t with "
-        "n-1 degrees of freedom] (n, range min–max); jobs diverged, failed, running, missing (no "
-        f"result.json) or not started, and completed jobs whose value is NaN or inf "
+        "n-1 degrees of freedom; for accuracies, fractions and sparsity clipped to [0, 1], which "
+        "the cell then says] (n, range min–max); jobs diverged, failed, running, missing (no "
+        "result.json), unreadable (a result.json that cannot be parsed) or not started, and "
+        "completed jobs whose value is NaN or inf "
         f"({NON_FINITE}), are counted in brackets, not averaged. Every cell is a row of "
         "[cells.csv](cells.csv).",
     ]
@@ -333,9 +362,10 @@ def markdown(report: Report) -> str:
         )
     for metric, tables in report.tables.items():
         lines += ["", f"## {metric}"]
+        note = _test_note(report.summary, metric)
         if _empty(tables):
             where = "" if report.summary.kind == "final" else " per epoch in its TensorBoard events"
-            lines += ["", f"{DASH} (no completed job reports `{metric}`{where})"]
+            lines += ["", f"{DASH} ({note or f'no completed job reports `{metric}`{where}'})"]
             continue
         for pivot in tables:
             lines += [
@@ -343,6 +373,7 @@ def markdown(report: Report) -> str:
                 *([f"### {pivot.title}", ""] if pivot.title else []),
                 *_markdown_table(pivot),
             ]
+        lines += ["", note] if note else []
     lines += report.sections
     lines += ["", "## Figures", ""]
     lines += [f"- ![{p.stem}]({p.name})" for p in report.files if p.suffix == ".png"]
@@ -360,8 +391,9 @@ def print_report(report: Report, console: Console | None = None) -> None:
     """The pivots as rich tables, then the skip notes and where the files are."""
     console = console or Console()
     for metric, tables in report.tables.items():
+        note = _test_note(report.summary, metric)
         if _empty(tables):
-            console.print(f"{metric}: {DASH} (no completed job reports it)")
+            console.print(f"{metric}: {DASH} ({note or 'no completed job reports it'})")
             continue
         for pivot in tables:
             table = Table(title=f"{metric}" + (f" · {pivot.title}" if pivot.title else ""))
@@ -370,6 +402,10 @@ def print_report(report: Report, console: Console | None = None) -> None:
             for r, row in zip(pivot.rows, pivot.cells, strict=True):
                 table.add_row(r, *(c.text() for c in row))
             console.print(table)
+        if note:
+            console.print(note, soft_wrap=True)
+    for line in report.skipped:
+        console.print(f"--baseline: {line}", style="yellow", soft_wrap=True, markup=False)
     for note in report.notes:
         console.print(f"[yellow]{note}[/yellow]", soft_wrap=True)
     console.print(f"report written to {report.files[0].parent}/")

@@ -151,8 +151,7 @@ def merge_checkpoints(parts: list[dict[str, Any]]) -> dict[str, Any]:
             {
                 "state": {
                     idx: {
-                        k: _join_member_state([x["state"][idx][k] for x in others])
-                        for k in state
+                        k: _join_member_state([x["state"][idx][k] for x in others]) for k in state
                     }
                     for idx, state in opt["state"].items()
                 },

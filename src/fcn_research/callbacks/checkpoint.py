@@ -343,6 +343,8 @@ class LastCheckpoint(ModelCheckpoint):
             super()._save_checkpoint(trainer, filepath)
         self._written_at = time.monotonic()
         self._events_due = True
+        for writer in member_writers(trainer):  # what the checkpoint's epochs logged so far
+            writer.flush()
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # The epochs in the checkpoint have logged everything by now (Lightning writes a

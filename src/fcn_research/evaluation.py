@@ -59,5 +59,7 @@ def evaluate_test(
     # Lightning logs at its own logging counter, which the module keeps at the optimizer
     # step (under ddp_spawn this process's trainer never counted: the recorded step).
     trainer.fit_loop.epoch_loop._batches_that_stepped = global_step
-    trainer.test(module, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
+    trainer.test(
+        module, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False, weights_only=True
+    )
     return True

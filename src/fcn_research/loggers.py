@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from lightning.pytorch.loggers import TensorBoardLogger as _LightningTensorBoardLogger
@@ -10,7 +11,8 @@ from lightning.pytorch.loggers import TensorBoardLogger as _LightningTensorBoard
 
 class TensorBoardLogger(_LightningTensorBoardLogger):
     """``lightning.pytorch.loggers.TensorBoardLogger`` whose ``save()`` (an event-file flush
-    plus two file-system checks) runs at most every ``flush_interval_s`` seconds.
+    plus two file-system checks) runs at most every ``flush_interval_s`` seconds, and which
+    writes the ``epoch`` Lightning adds to each record once per step.
 
     Lightning calls ``save()`` after every ``log_metrics``: twice an epoch here, ~3 % of a
     small network's run on digits' 23-step epochs. TensorBoard watching a live run sees new
@@ -27,6 +29,18 @@ class TensorBoardLogger(_LightningTensorBoardLogger):
         super().__init__(*args, **kwargs)
         self.flush_interval_s = flush_interval_s
         self._saved_at = -float("inf")
+        self._epoch_step: int | None = None
+
+    def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
+        # Lightning adds the epoch to every record: the train and validation records of an
+        # epoch's end (and the test's, counting the epochs done) would give `epoch` several
+        # points at one step. The first, the epoch that ended there, is kept.
+        if "epoch" in metrics and step is not None:
+            if step == self._epoch_step:
+                metrics = {k: v for k, v in metrics.items() if k != "epoch"}
+            self._epoch_step = step
+        if metrics:
+            super().log_metrics(metrics, step)
 
     def save(self) -> None:
         now = time.monotonic()

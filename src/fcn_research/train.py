@@ -27,8 +27,12 @@ from lightning.pytorch.callbacks import ModelPruning
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from fcn_research.callbacks.checkpoint import (
+    EVENTS_RECORD,
     LastCheckpoint,
+    UnsafeCheckpoint,
     is_member_checkpoint,
+    keep_event_files,
+    load_checkpoint,
     merge_checkpoints,
 )
 from fcn_research.callbacks.theory import TheoryPredictions
@@ -226,12 +230,28 @@ def _instantiate_all(node: DictConfig | None) -> list[Any]:
     return [instantiate(v) for v in node.values() if v is not None and "_target_" in v]
 
 
-def _trained_to_the_end(ckpt: Path, max_epochs: int | None) -> bool:
+def _trained_to_the_end(state: dict[str, Any], max_epochs: int | None) -> bool:
     """Whether the checkpoint was saved after the last epoch (Lightning's ``epoch`` is 0-based)."""
     if max_epochs is None or max_epochs < 0:
         return False
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)
     return int(state.get("epoch", -1)) + 1 >= max_epochs
+
+
+def _resume_state(out: Path, resume: Any, max_epochs: int | None) -> dict[str, Any] | None:
+    """The checkpoint a job resumes from, loaded safely (``load_checkpoint``: an unsafe one
+    is refused, an unreadable one set aside); None: the job trains from step 0.
+
+    One from the last epoch is not resumed: the job was killed after it but before its
+    result.json, so the final metrics died with the process, and resuming would train
+    nothing. Training is deterministic, so a fresh start gives the same result.
+    """
+    ckpt = out / CHECKPOINT
+    if not resume or not ckpt.exists():
+        return None
+    state = load_checkpoint(ckpt)
+    if state is None or _trained_to_the_end(state, max_epochs):
+        return None
+    return state
 
 
 def job_env() -> dict[str, Any]:
@@ -345,15 +365,12 @@ def _unstackable(cfgs: Sequence[DictConfig]) -> str | None:
 
 def _resume_step(cfg: DictConfig) -> int | None:
     """The optimizer step a job resumes from (None: it starts afresh)."""
-    ckpt = Path(cfg.output_dir) / CHECKPOINT
-    if not cfg.get("resume", True) or not ckpt.exists():
-        return None
-    # Memory-mapped: only the two counters are read here; the fit loads the rest once.
-    state = torch.load(ckpt, map_location="cpu", weights_only=False, mmap=True)
     max_epochs = cfg.get("trainer", {}).get("max_epochs")
-    if max_epochs is not None and 0 <= max_epochs <= int(state.get("epoch", -1)) + 1:
-        return None  # from the last epoch: retrained (see _train_members)
-    return int(state.get("global_step", 0))
+    try:
+        state = _resume_state(Path(cfg.output_dir), cfg.get("resume", True), max_epochs)
+    except UnsafeCheckpoint:
+        return None  # refused, with its message, when the member starts
+    return None if state is None else int(state.get("global_step", 0))
 
 
 def _resume_groups(cfgs: list[DictConfig], indices: list[int]) -> list[list[int]]:
@@ -412,6 +429,10 @@ def _train_members(
         results.append(result)
         try:
             check_config(cfg)
+            # Before any logger writes: the job's TensorBoard run keeps what its checkpoint saw.
+            max_epochs = cfg.get("trainer", {}).get("max_epochs")
+            state = _resume_state(out, cfg.get("resume", True), max_epochs)
+            keep_event_files(out, out / CHECKPOINT.parent / EVENTS_RECORD, state)
             result["hparams"] = flat_hparams(cfg)
             write_json_atomic(out / RESULT_FILE, result)
             started.add(i)  # from here on, result.json is this run's
@@ -544,7 +565,8 @@ def _fit(
     ckpt_path, merged = _resume_checkpoint(outs, first, trainer.max_epochs)
     try:
         with restored_env():  # each job of a sweep finds its own free port
-            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+            # weights_only: Lightning loads only what load_checkpoint accepted.
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     finally:
         if merged:
             Path(ckpt_path).unlink(missing_ok=True)
@@ -573,18 +595,12 @@ def _resume_checkpoint(
 ) -> tuple[str | None, bool]:
     """The checkpoint to resume from (None: a fresh start) and whether it is a merged stack
     checkpoint written for this fit (removed after it)."""
-    if not cfg.get("resume", True):
-        return None, False
     ckpts = [out / CHECKPOINT for out in outs]
-    if not all(c.exists() for c in ckpts):
+    states = [_resume_state(out, cfg.get("resume", True), max_epochs) for out in outs]
+    if any(state is None for state in states):
+        if cfg.get("resume", True) and ckpts[0].exists():
+            log.info("%s is from the last epoch; retraining to recover the metrics", ckpts[0])
         return None, False
-    if _trained_to_the_end(ckpts[0], max_epochs):
-        # Killed after its last checkpoint but before result.json: the final metrics died
-        # with the process, and resuming would train nothing. Training is deterministic,
-        # so a fresh start gives the same result.
-        log.info("%s is from the last epoch; retraining to recover the metrics", ckpts[0])
-        return None, False
-    states = [torch.load(c, map_location="cpu", weights_only=False) for c in ckpts]
     if len(ckpts) == 1 and not is_member_checkpoint(states[0]):
         log.info("resuming from %s", ckpts[0])
         return str(ckpts[0]), False

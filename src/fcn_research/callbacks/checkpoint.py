@@ -1,9 +1,14 @@
-"""The resume checkpoint: one ``last.ckpt``, rewritten at epoch ends, at most every few seconds."""
+"""The resume checkpoint: one ``last.ckpt``, rewritten at epoch ends, at most every few
+seconds; read back only through ``load_checkpoint`` (nothing in it can run code)."""
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 import os
+import pickle
+import re
 import time
 from functools import cached_property
 from pathlib import Path
@@ -14,6 +19,12 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import Tensor
 
+from fcn_research.callbacks.probe import member_writers
+from fcn_research.config_checks import ConfigError
+from fcn_research.results import write_json_atomic
+
+log = logging.getLogger(__name__)
+
 # Callback state that holds one entry per member (the instruments' step-0 values and
 # histogram ranges): split and joined with the members.
 MEMBER_STATE_KEYS = ("init_metrics", "hist_ranges")
@@ -21,6 +32,52 @@ MEMBER_STATE_KEYS = ("init_metrics", "hist_ranges")
 MEMBER_LISTS = ("members_diverged", "members_stopped_at")
 # Optimizer hyperparameters that stacked optimizers keep as one value per member.
 MEMBER_HPARAMS = ("lr", "momentum", "dampening", "weight_decay", "betas", "eps")
+# Beside a job's last.ckpt: its TensorBoard event files as they stood when the epochs that
+# checkpoint holds had logged everything (name -> bytes), so a resumed job drops the rest.
+EVENTS_RECORD = "events.json"
+
+
+class UnsafeCheckpoint(ConfigError):
+    """A checkpoint whose pickle asks for more than tensors and plain values: loading it
+    could run code, so it is refused."""
+
+
+def load_checkpoint(path: Path, mmap: bool = True) -> dict[str, Any] | None:
+    """The checkpoint at ``path``, loaded with ``weights_only`` (tensors and plain values:
+    nothing in it can run code); ``mmap`` reads tensors only when used.
+
+    A file that is not a readable checkpoint (cut short by a full disk or an interrupted
+    copy) is set aside as ``<name>.unreadable`` and None is returned: training is
+    deterministic, so the job trains from the start to the result it would have had.
+    Raises ``UnsafeCheckpoint`` for a file whose pickle asks for anything else.
+    """
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as err:
+        found = re.search(r"GLOBAL ([\w.]+)", str(err))
+        what = f"would call {found.group(1)}" if found else "holds more than tensors and values"
+        raise UnsafeCheckpoint(
+            f"checkpoint {path} refused: loading it {what}, and a checkpoint holds only "
+            "tensors and plain values (it may run code); delete it to train the job from "
+            "the start, or re-run with resume=false"
+        ) from None
+    except (OSError, RuntimeError, EOFError, ValueError) as err:
+        reason = " ".join(str(err).split()) or type(err).__name__
+        state = None
+    else:
+        reason = "not a dict"
+    if isinstance(state, dict):
+        return state
+    aside = path.with_name(f"{path.name}.unreadable")
+    os.replace(path, aside)
+    log.warning(
+        "%s is not a readable checkpoint (%s); set aside as %s, the job trains from the start",
+        path,
+        reason[:200],
+        aside.name,
+    )
+    return None
 
 
 def _slice_state(value: Any, m: int) -> Any:
@@ -79,10 +136,12 @@ def split_checkpoint(checkpoint: dict[str, Any], members: int) -> list[dict[str,
 
 
 def merge_checkpoints(parts: list[dict[str, Any]]) -> dict[str, Any]:
-    """The members' checkpoints (``split_checkpoint``'s, all at one step) as one stack's; a
-    single member's as a stack of one, whose optimizer is torch's own (scalars, not lists)."""
+    """The members' checkpoints (all at one step: a stack's members', ``split_checkpoint``'s,
+    or single runs', in any mix) as one stack's; a single member's as a stack of one, whose
+    optimizer is torch's own (scalars, not lists)."""
     if len(parts) == 1:
         return _as_single(parts[0])
+    parts = [p if is_member_checkpoint(p) else _as_member(p) for p in parts]
     first = parts[0]
     merged = {k: v for k, v in first.items() if k not in ("state_dict", "optimizer_states")}
     merged["state_dict"] = {
@@ -95,10 +154,7 @@ def merge_checkpoints(parts: list[dict[str, Any]]) -> dict[str, Any]:
             {
                 "state": {
                     idx: {
-                        k: torch.cat([x["state"][idx][k] for x in others])
-                        if isinstance(v, Tensor) and v.dim()
-                        else v
-                        for k, v in state.items()
+                        k: _join_member_state([x["state"][idx][k] for x in others]) for k in state
                     }
                     for idx, state in opt["state"].items()
                 },
@@ -124,6 +180,78 @@ def merge_checkpoints(parts: list[dict[str, Any]]) -> dict[str, Any]:
         if all(key in p for p in parts):
             merged[key] = [d for p in parts for d in p[key]]
     return merged
+
+
+def _join_member_state(values: list[Any]) -> Any:
+    """One optimizer state entry of every member, joined on the member axis; a single run
+    of SGD without momentum keeps no buffer (None), which for a stack is zeros: with
+    momentum 0 the buffer is the gradient, whatever it held before."""
+    like = next((v for v in values if isinstance(v, Tensor) and v.dim()), None)
+    if like is None:
+        return values[0]  # the same for every member (Adam's step count)
+    return torch.cat([torch.zeros_like(like) if v is None else v for v in values])
+
+
+def _as_member(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """A single run's checkpoint (a stack of one with torch's optimizer) as a stack member's:
+    the optimizer's hyperparameters as per-member lists (``_as_single`` undone)."""
+    out = dict(checkpoint)
+    out["optimizer_states"] = []
+    for opt in checkpoint.get("optimizer_states", []):
+        groups = []
+        for group in opt["param_groups"]:
+            group = {k: [v] if k in MEMBER_HPARAMS else v for k, v in group.items()}
+            if "decoupled_weight_decay" in group:  # AdamW in torch; StackedAdam's `decoupled`
+                group["decoupled"] = group.pop("decoupled_weight_decay")
+            groups.append(group)
+        out["optimizer_states"].append({**opt, "param_groups": groups})
+    return out
+
+
+def record_event_files(record: Path, writer: Any, step: int) -> None:
+    """Write ``record``: the TensorBoard event files of ``writer``'s run, flushed, by size."""
+    writer.flush()
+    log_dir = Path(writer.log_dir)
+    files = {p.name: p.stat().st_size for p in log_dir.iterdir() if "tfevents" in p.name}
+    write_json_atomic(record, {"global_step": step, "event_files": files})
+
+
+def _read_record(record: Path) -> tuple[Any, dict[str, int]] | None:
+    """A record's step and event file sizes; None if there is none or it is unreadable."""
+    try:
+        content = json.loads(record.read_text())
+        step, files = content["global_step"], content["event_files"]
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+    if not isinstance(files, dict) or not all(isinstance(v, int) for v in files.values()):
+        return None
+    return step, files
+
+
+def keep_event_files(run_dir: Path, record: Path, state: dict[str, Any] | None) -> None:
+    """Cut the TensorBoard event files of ``run_dir`` back to what the checkpoint the job
+    resumes from (``state``; None: it starts from step 0) had logged by the end of its
+    epochs, as ``record`` holds it: the job logs the rest again, each step once.
+
+    Files written later are removed, those the record knew are cut to their recorded size
+    (a record boundary: the writer was flushed). Without a record of that step, nothing
+    was logged after the checkpoint's epochs ended, and the files stay as they are.
+    """
+    files = [p for p in run_dir.iterdir() if "tfevents" in p.name] if run_dir.is_dir() else []
+    if state is None:
+        kept: dict[str, int] = {}
+        record.unlink(missing_ok=True)
+    else:
+        recorded = _read_record(record)
+        if recorded is None or recorded[0] != state.get("global_step"):
+            return
+        kept = recorded[1]
+    for path in files:
+        size = kept.get(path.name)
+        if size is None:
+            path.unlink()
+        elif path.stat().st_size > size:
+            os.truncate(path, size)
 
 
 def is_member_checkpoint(checkpoint: dict[str, Any]) -> bool:
@@ -183,6 +311,7 @@ class LastCheckpoint(ModelCheckpoint):
         self.min_interval_s = min_interval_s
         self._written_at = -math.inf
         self.member_dirs: list[Path] = []
+        self._events_due = False
 
     @cached_property
     def state_key(self) -> str:  # type: ignore[override]
@@ -217,6 +346,22 @@ class LastCheckpoint(ModelCheckpoint):
         else:
             super()._save_checkpoint(trainer, filepath)
         self._written_at = time.monotonic()
+        self._events_due = True
+        for writer in member_writers(trainer):  # what the checkpoint's epochs logged so far
+            writer.flush()
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # The epochs in the checkpoint have logged everything by now (Lightning writes a
+        # single run's train/* after the checkpoint), and the next step has logged nothing:
+        # what each member's run holds at this point is what a resumed job keeps.
+        if not self._events_due:
+            return
+        self._events_due = False
+        dirs = self.member_dirs if len(self.member_dirs) > 1 else [Path(str(self.dirpath))]
+        writers = member_writers(trainer)
+        if len(writers) == len(dirs):
+            for directory, writer in zip(dirs, writers, strict=True):
+                record_event_files(directory / EVENTS_RECORD, writer, trainer.global_step)
 
     def _save_members(self, trainer: L.Trainer) -> None:
         # Lightning writes one file per checkpoint; a stack needs one per member, so the

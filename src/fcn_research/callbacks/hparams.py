@@ -107,6 +107,8 @@ class HParamsSummary(Callback):
         self.metrics = list(metrics)
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.ckpt_path is not None:
+            return  # a resumed job: its run holds what its first process wrote
         writers = member_writers(trainer)
         task = getattr(pl_module, "task", None)
         # Regression has no accuracy and classification no MSE: declare only what is logged.

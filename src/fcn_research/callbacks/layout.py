@@ -58,6 +58,8 @@ class ScalarsLayout(Callback):
     Custom Scalars."""
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.ckpt_path is not None:
+            return  # a resumed job: its run holds the layout its first process wrote
         layout = scalars_layout(len(mlp_of(pl_module).linears))
         for writer in member_writers(trainer):
             writer.add_custom_scalars(layout)

@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
+import signal
 import subprocess
 import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -172,14 +175,73 @@ def test_concurrent_sweeps_get_different_dirs(tmp_path):
             "data.noise=-1",
             "data: noise must be >= 0, got -1 (fcn_research.data.synthetic.Playground2D)",
         ),
+        ("+widht=64", "unknown key 'widht' (did you mean 'width'?)"),
+        (
+            "initializer=negative_layer initializer.fix_bias=maybe",
+            "initializer.fix_bias must be true or false (an argument of "
+            "fcn_research.initializers.NegativeLayer), got 'maybe'",
+        ),
+        ("data=mnist data.root=nodata", "mnist: 4 of its 4 IDX files are missing from "),
     ],
 )
 def test_bad_value_is_one_line_and_leaves_no_run_dir(run_cli, tmp_path, override, message):
-    proc = run_cli(override, *QUIET, check=False)
+    proc = run_cli(*override.split(), *QUIET, check=False)
     assert proc.returncode == 1
-    assert proc.stderr.strip() == f"error: {message}"
+    assert proc.stderr.strip().startswith(f"error: {message}")
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "run dir" not in proc.stdout, "the dir of a refused run is never shown"
     runs = tmp_path / "outputs" / "runs"
     assert not runs.exists() or not list(runs.iterdir()), "a refused run leaves no run dir"
+
+
+def _sigint_when_running(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run ``train.py args`` and send it SIGINT (Ctrl-C) once a job's result.json says running."""
+    cmd = [sys.executable, str(ROOT / "train.py"), *args]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        results = [read_result(p.parent) for p in cwd.glob("outputs/sweeps/*/*/result.json")]
+        if any(r and r["status"] == "running" for r in results):
+            break
+        time.sleep(0.05)
+    time.sleep(0.5)  # into the fit
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    return subprocess.CompletedProcess(cmd, proc.returncode, out.decode(), err.decode())
+
+
+SLOW_SWEEP = ["-m", "seed=0,1", "callbacks=none", "data.num_samples=200", *QUIET]
+
+
+def test_ctrl_c_on_a_sweep_shows_its_table_and_the_command_that_resumes_it(tmp_path):
+    proc = _sigint_when_running([*SLOW_SWEEP, "max_epochs=100000"], tmp_path)
+    assert proc.returncode == 130, proc.stderr
+    sweep = only(list((tmp_path / "outputs" / "sweeps").iterdir()))
+    job = "callbacks=none,data.num_samples=200,max_epochs=100000,seed=0"
+    assert read_result(sweep / job)["status"] == "running"
+    lines = proc.stderr.strip().splitlines()
+    shown = f"outputs/sweeps/{sweep.name}"
+    assert lines[-4:] == [
+        f"sweep {shown} interrupted: {{'running': 1}}",
+        f"  {job}  running",
+        "resume it (finished jobs are skipped, the others go on from their last checkpoint):",
+        f"  python {ROOT / 'train.py'} {' '.join(SLOW_SWEEP)} max_epochs=100000 "
+        f"hydra.sweep.dir={shown}",
+    ]
+
+
+@pytest.mark.slow  # two sweeps
+def test_the_command_a_ctrl_c_prints_resumes_the_sweep(run_cli, tmp_path):
+    proc = _sigint_when_running([*SLOW_SWEEP, "max_epochs=2000"], tmp_path)
+    assert proc.returncode == 130, proc.stderr
+    command = shlex.split(proc.stderr.strip().splitlines()[-1])
+    assert command[:2] == ["python", str(ROOT / "train.py")]
+    run_cli(*command[2:])
+    sweep = only(list((tmp_path / "outputs" / "sweeps").iterdir()))
+    for seed in (0, 1):
+        job = sweep / f"callbacks=none,data.num_samples=200,max_epochs=2000,seed={seed}"
+        assert read_result(job)["status"] == "completed"
 
 
 def test_hydra_full_error_still_shows_the_traceback(run_cli, tmp_path, monkeypatch):

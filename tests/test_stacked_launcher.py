@@ -274,16 +274,15 @@ def test_max_members_splits_stacks_and_a_rerun_skips_completed_members(run_cli, 
     [
         ("stack_on=nope", "stack_on must be one of gpus, local, ray"),
         ("max_members=0", "max_members must be an integer >= 1 (jobs per stack), got 0"),
+        ("max_members=abc", "max_members must be an integer >= 1 (jobs per stack), got 'abc'"),
     ],
 )
-def test_a_bad_knob_is_refused_before_any_job_dir(run_cli, tmp_path, knob, message):
-    sweep = tmp_path / "sweep"
-    proc = run_cli(
-        "-m", "launcher=stacked", knob, "seed=0,1", *TINY, f"hydra.sweep.dir={sweep}", check=False
-    )
-    assert proc.returncode != 0
-    assert message in proc.stderr
-    assert not _jobs(sweep) and not (sweep / ".stacks").exists()
+def test_a_bad_knob_is_refused_before_the_sweep_has_a_dir(run_cli, tmp_path, knob, message):
+    proc = run_cli("-m", "launcher=stacked", knob, "seed=0,1", *TINY, check=False)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().startswith(f"error: {message}")
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert not (tmp_path / "outputs").exists(), "a refused sweep leaves no dir, no multirun.yaml"
 
 
 @pytest.mark.slow  # Ray's start (~30 s)

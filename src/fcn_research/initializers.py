@@ -156,6 +156,11 @@ class XavierUniform(Scheme):
     """Glorot & Bengio (2010), uniform; gain 1 unless set (``auto`` takes the activation's)."""
 
     def __init__(self, gain: Gain = 1.0) -> None:
+        if not isinstance(gain, str) and not gain >= 0:  # `not >=`: NaN too
+            raise ValueError(
+                "gain must be a number >= 0 or 'auto' (it scales the weights' spread, "
+                f"gain * sqrt(2 / (fan_in + fan_out))), got {gain!r}"
+            )
         self.gain = gain
 
     def init_linear(

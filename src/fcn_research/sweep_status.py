@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 MISSING = "missing"  # a job dir that Hydra created but that has no result.json
 BAD_STATUSES = ("failed", "running", MISSING)
 VAL_METRICS = ("val/acc", "val/mse")  # the table's column: the task's validation metric
+# The config of the sweep this process runs, from its start: what a Ctrl-C reports on
+# (fcn_research.cli.main), since Hydra ends an interrupted sweep without on_multirun_end.
+started_sweep: DictConfig | None = None
 
 
 def sweep_statuses(sweep_dir: str | Path) -> dict[str, list[str]]:
@@ -61,12 +64,34 @@ def sweep_table(sweep_dir: str | Path, groups: dict[str, list[str]]) -> list[str
     return lines
 
 
+def interrupted_report(sweep_dir: str | Path, command: str) -> str:
+    """What a sweep stopped by Ctrl-C says: its jobs' statuses and the command that resumes it."""
+    # A job dir without result.json had not started (a stacked launcher makes its dirs first).
+    groups = {
+        "not started" if status == MISSING else status: jobs
+        for status, jobs in sweep_statuses(sweep_dir).items()
+    }
+    counts = dict(sorted((status, len(jobs)) for status, jobs in groups.items()))
+    return "\n".join(
+        [
+            f"sweep {sweep_dir} interrupted: {counts or 'no results'}",
+            *sweep_table(sweep_dir, groups),
+            "resume it (finished jobs are skipped, the others go on from their last checkpoint):",
+            f"  {command}",
+        ]
+    )
+
+
 class SweepStatus(Callback):
     """After a multirun: a table of its jobs' statuses, the commands that open it in
     TensorBoard and the report; exit 1 on failures."""
 
     def __init__(self, exit_on_failure: bool = True) -> None:
         self.exit_on_failure = exit_on_failure
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        global started_sweep
+        started_sweep = config
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir))

@@ -42,6 +42,7 @@ from fcn_research.cli import CONF_DIR as CONF_DIR
 from fcn_research.cli import job_dirname as job_dirname
 from fcn_research.cli import unique_dir as unique_dir
 from fcn_research.config_checks import ConfigError, check_config, exit_refused, refusal
+from fcn_research.config_checks import job_hydra_node as _hydra_node
 from fcn_research.data.base import InMemoryDataModule
 from fcn_research.evaluation import BEST_VAL, best_val_checkpoint, evaluate_test
 from fcn_research.job_lock import LOCK_FILE, JobDirBusy, job_dir_lock
@@ -67,14 +68,6 @@ FINAL_STATUSES = ("completed", "diverged")
 # Lightning 2.6's own use of a torch API that torch 2.13 deprecates.
 warnings.filterwarnings("ignore", message=r".*smaller than the logging interval.*")
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
-
-
-def _hydra_node(cfg: DictConfig | None) -> Any:
-    """A job's Hydra settings: its config's own ``hydra`` node (a stack member's config
-    carries its job's), else the running job's ``HydraConfig``, else None."""
-    if cfg is not None and cfg.get("hydra") is not None:
-        return cfg.hydra
-    return HydraConfig.get() if HydraConfig.initialized() else None
 
 
 def _choices(cfg: DictConfig | None = None) -> dict[str, str]:
@@ -661,7 +654,8 @@ def run_job(cfg: DictConfig) -> float | None:
     """One job of ``python train.py`` (``fcn_research.cli.main``): train, return the metric.
 
     A refused config (or a job dir in use) is one line, not a traceback (``HYDRA_FULL_ERROR=1``
-    shows it); a single run's refused config leaves no run dir behind.
+    shows it); a single run's refused config leaves no run dir behind, and its dir is shown
+    only once the config is accepted.
     """
     hydra_cfg = HydraConfig.get()
     quiet_lightning(hydra_cfg.verbose)
@@ -670,9 +664,10 @@ def run_job(cfg: DictConfig) -> float | None:
     out = _shown_path(cfg.output_dir)
     if multirun:  # Hydra's launcher has just logged the job's overrides
         log.info("job dir %s", out)
-    else:
-        log.info("%s -> run dir %s", " ".join(hydra_cfg.overrides.task) or "defaults", out)
     try:
+        if not multirun:
+            check_config(cfg)  # train checks again; a dir shown is one that stays
+            log.info("%s -> run dir %s", " ".join(hydra_cfg.overrides.task) or "defaults", out)
         result = train(cfg)
     except Exception as err:
         message = str(err) if isinstance(err, JobDirBusy) else refusal(err)

@@ -47,7 +47,8 @@ VAL_METRICS = ("val/acc", "val/mse")  # a job's return value, as fcn_research.tr
 @dataclass
 class StackedLauncherConf:
     _target_: str = "hydra_plugins.fcn_stacked_launcher.stacked_launcher.StackedLauncher"
-    max_members: int = 64  # members per stack at most (memory)
+    # Any, not int: the launcher refuses a bad value in one line, not OmegaConf in a traceback.
+    max_members: Any = 64  # members per stack at most (memory)
     stack_on: str = "local"  # the launcher preset that runs the stacks (conf/launcher/)
 
 
@@ -104,6 +105,9 @@ class StackedLauncher(Launcher):
         # The task function is train.py's run_job; stacks run fcn_research.stacking.run_stack.
         self.config = config
         self.hydra_context = hydra_context
+        message = self._refusal()
+        if message is not None:  # before the sweeper claims the sweep dir: nothing is left
+            exit_refused(message)
 
     def _refusal(self) -> str | None:
         """What is wrong with ``stack_on`` or ``max_members``, or None."""
@@ -197,9 +201,6 @@ class StackedLauncher(Launcher):
         """Run the jobs as stacks; one ``JobReturn`` per job, in order."""
         setup_globals()
         assert self.config is not None and self.hydra_context is not None
-        message = self._refusal()
-        if message is not None:  # before any job dir exists, as a sweep's other refusals
-            exit_refused(message)
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         stacks_dir = sweep_dir / STACKS_DIR

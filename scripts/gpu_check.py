@@ -37,7 +37,7 @@ The check's budget is 450 s (``--budget``), so a 540 s limit leaves room for one
 15-minute lease; it records each item as it finishes, so a cut run still leaves its figures.
 """
 
-from fcn_research.gpu_check import main
+from fcn_research.programs.gpu_check import main
 
 if __name__ == "__main__":
     main()

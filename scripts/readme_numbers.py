@@ -1,9 +1,9 @@
 """``python scripts/readme_numbers.py --run|--check``: the README's number blocks, re-run from
-the commands shown above them (fcn_research.readme_numbers)."""
+the commands shown above them (fcn_research.programs.readme_numbers)."""
 
 import sys
 
-from fcn_research.readme_numbers import main
+from fcn_research.programs.readme_numbers import main
 
 if __name__ == "__main__":
     sys.exit(main())

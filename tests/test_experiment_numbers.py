@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from fcn_research.experiments import BY_NAME, ROOT, run, section
+from fcn_research.programs.experiments import BY_NAME, ROOT, run, section
 
 DOC = ROOT / "docs" / "experiments.md"
 NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:e[-+]?\d+)?")

@@ -9,9 +9,10 @@ import warnings
 import pytest
 import torch
 
-from fcn_research import gpu_check
 from fcn_research.callbacks.host_syncs import SYNC_WARNING
-from fcn_research.gpu_check import (
+from fcn_research.module import FCNModule
+from fcn_research.programs import gpu_check
+from fcn_research.programs.gpu_check import (
     QUICK,
     ItemRun,
     compare_init,
@@ -20,7 +21,6 @@ from fcn_research.gpu_check import (
     max_concurrent,
     missing_tags,
 )
-from fcn_research.module import FCNModule
 from fcn_research.train import train
 
 SMALL = ["depth=3", "width=16", "max_epochs=1"]  # moons: 10 optimizer steps

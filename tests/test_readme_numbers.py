@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from fcn_research.readme_numbers import (
+from fcn_research.programs.readme_numbers import (
     BLOCK,
     BY_NAME,
     MEASURED,
@@ -65,7 +65,9 @@ def test_a_tampered_number_is_found_and_rewritten():
 def test_check_and_run_on_a_readme_of_one_block(tmp_path, monkeypatch):
     """--check lists a block that differs and exits 1; --run rewrites it; --check then passes."""
     fresh = {"theory": "| configuration | x |\n|---|---|\n| a | 0.5 |\n"}
-    monkeypatch.setattr("fcn_research.readme_numbers.regenerate", lambda names, workdir: fresh)
+    monkeypatch.setattr(
+        "fcn_research.programs.readme_numbers.regenerate", lambda names, workdir: fresh
+    )
     readme = tmp_path / "README.md"
     readme.write_text(
         f"# x\n\n    python train.py\n\n{BY_NAME['theory'].marker()}\n| old | 0.4 |\n"

@@ -26,7 +26,7 @@ from hydra.utils import instantiate
 
 from fcn_research.train import CONF_DIR, build_data, build_network, train, train_stack
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @dataclass
@@ -213,7 +213,7 @@ def stack_rss_mib(members: int, steps: int = 100) -> float:
     """Peak resident memory (MiB) of a process that trains one stack of ``members``."""
     return _peak_rss_of(
         "import tempfile; from pathlib import Path\n"
-        "from fcn_research import benchmark as b\n"
+        "from fcn_research.programs import benchmark as b\n"
         "with tempfile.TemporaryDirectory() as t:\n"
         f"    b.stacked(b.CASES[0].overrides, {steps}, Path(t), {members}, instruments=True)\n"
     )

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 # The placeholder a shown command uses for the sweep that the command before it wrote.
 SWEEP = "outputs/sweeps/<sweep>"
 

@@ -23,8 +23,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from fcn_research.doc_commands import ROOT, SWEEP, run_shown
-from fcn_research.experiments import Result, group, load, values
+from fcn_research.programs.doc_commands import ROOT, SWEEP, run_shown
+from fcn_research.programs.experiments import Result, group, load, values
 
 README = ROOT / "README.md"
 BLOCK = re.compile(

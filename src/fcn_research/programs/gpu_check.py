@@ -29,8 +29,8 @@ import torch
 
 from fcn_research.results import read_result, write_json_atomic
 
-ROOT = Path(__file__).resolve().parents[2]
-SRC = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
+SRC = Path(__file__).resolve().parents[2]
 REPORT_FILE = "gpu_check.json"
 SUMMARY_FILE = "gpu_check.md"
 # Under 8 minutes in all, start-up of each item's process included.
@@ -275,7 +275,7 @@ def item_sweep(run: ItemRun) -> None:
 
 
 def _train(overrides: list[str], out: Path) -> tuple[dict[str, Any], float]:
-    from fcn_research.benchmark import _compose
+    from fcn_research.programs.benchmark import _compose
     from fcn_research.train import train
 
     cfg = _compose([*QUIET, *overrides], out)
@@ -347,7 +347,7 @@ def item_determinism(run: ItemRun) -> None:
 def _member_cfgs(overrides: list[str], out: Path, members: int) -> list[Any]:
     """``members`` configs, seeds 0..M-1, each in its own dir: one composition, copied
     (composing 1024 configs would take minutes)."""
-    from fcn_research.benchmark import _compose
+    from fcn_research.programs.benchmark import _compose
 
     base = _compose(overrides, out / "m0")
     cfgs = []
@@ -376,7 +376,7 @@ def _stack(run: ItemRun, cfgs: list[Any]) -> tuple[list[dict[str, Any]], float, 
 def item_throughput(run: ItemRun) -> None:
     """Item 4: benchmark case (a), template against the plain loop on the device; then
     stacked members (instruments off, then on): wall time, model-steps/s, peak memory."""
-    from fcn_research.benchmark import CASES, _max_steps, plain_loop, template
+    from fcn_research.programs.benchmark import CASES, _max_steps, plain_loop, template
 
     overrides, steps = CASES[0].overrides, run.sizes.case_a_steps
     out = run.out / "throughput"
@@ -530,7 +530,7 @@ def _run_item(name: str, out: Path, device: str, quick: bool, timeout: float) ->
     command = [
         sys.executable,
         "-c",
-        "from fcn_research.gpu_check import main; main()",
+        "from fcn_research.programs.gpu_check import main; main()",
         "--item",
         name,
         "--out",

@@ -21,7 +21,7 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
-from fcn_research.doc_commands import ROOT, run_sweep
+from fcn_research.programs.doc_commands import ROOT, run_sweep
 from fcn_research.results import RESULT_FILE
 
 SEEDS = "seed=0,1,2"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from fcn_research.results import RESULT_FILE, validate_result
 from fcn_research.train import CONF_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,6 +45,28 @@ def data_cache_in_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None
         os.environ.pop("FCN_CACHE_DIR", None)
     else:
         os.environ["FCN_CACHE_DIR"] = before
+
+
+@pytest.fixture(autouse=True)
+def every_result_json_follows_the_schema(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After each test, every result.json under its tmp_path follows ``Result``
+    (docs/results.md). A file with ``env`` was written by a job and must be complete; a test's
+    hand-made stand-in (a faked sweep) carries only some fields, each still checked; one that
+    is not JSON (truncated on purpose) is the test's subject and is skipped."""
+    # Taken before the test, so that tmp_path is still there when this checks it.
+    tmp_path = request.getfixturevalue("tmp_path") if "tmp_path" in request.fixturenames else None
+    yield
+    if tmp_path is None:
+        return
+    for path in sorted(tmp_path.rglob(RESULT_FILE)):
+        try:
+            result = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            continue
+        try:
+            validate_result(result, complete=isinstance(result, dict) and "env" in result)
+        except ValueError as err:
+            pytest.fail(f"{path}: {err}")
 
 
 @pytest.fixture

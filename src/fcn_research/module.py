@@ -16,6 +16,7 @@ from lightning.pytorch.utilities.model_helpers import is_overridden
 from torch import Tensor, nn
 
 from fcn_research.data.base import Task
+from fcn_research.loggers import log_member_metrics
 from fcn_research.model import StackedMLP
 from fcn_research.stacked_optim import stacked_optimizer
 
@@ -242,18 +243,15 @@ class FCNModule(L.LightningModule):
             for tag in tags:
                 self.log(tag, values[tag][0], sync_dist=True, prog_bar=prog_bar)
         else:
-            epoch = self.trainer.current_epoch
-            loggers = self.trainer.loggers
-            if self.trainer.global_rank == 0 and loggers:
-                # Loggers come member by member (train_stack); like Lightning's own logging,
-                # every record carries the epoch (a stopped member's: where it stopped).
-                per = len(loggers) // self.members
-                for k, logger in enumerate(loggers):
-                    m = k // per
-                    if steps[m] is not None:
-                        stop = self.stopped_at[m]
-                        record = {**per_member[m], "epoch": stop[1] if stop else epoch}
-                        logger.log_metrics(record, step=steps[m])
+            if self.trainer.global_rank == 0:
+                # Like Lightning's own logging, every record carries the epoch (a stopped
+                # member's: where it stopped).
+                epoch = self.trainer.current_epoch
+                records = [
+                    {**values, "epoch": stop[1] if stop else epoch}
+                    for values, stop in zip(per_member, self.stopped_at, strict=True)
+                ]
+                log_member_metrics(self.trainer, records, steps)
             if prog_bar:
                 for tag in tags:
                     self.log(tag, values[tag].nanmean(), logger=False, prog_bar=True)

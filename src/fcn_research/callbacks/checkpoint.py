@@ -348,7 +348,8 @@ class LastCheckpoint(ModelCheckpoint):
         self._written_at = time.monotonic()
         self._events_due = True
         for writer in member_writers(trainer):  # what the checkpoint's epochs logged so far
-            writer.flush()
+            if writer is not None:
+                writer.flush()
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # The epochs in the checkpoint have logged everything by now (Lightning writes a
@@ -361,7 +362,8 @@ class LastCheckpoint(ModelCheckpoint):
         writers = member_writers(trainer)
         if len(writers) == len(dirs):
             for directory, writer in zip(dirs, writers, strict=True):
-                record_event_files(directory / EVENTS_RECORD, writer, trainer.global_step)
+                if writer is not None:
+                    record_event_files(directory / EVENTS_RECORD, writer, trainer.global_step)
 
     def _save_members(self, trainer: L.Trainer) -> None:
         # Lightning writes one file per checkpoint; a stack needs one per member, so the

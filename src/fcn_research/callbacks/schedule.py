@@ -110,7 +110,10 @@ class EpochImages(Callback):
     def _log(self, trainer: L.Trainer, pl_module: L.LightningModule, at_end: bool = False) -> None:
         writers = member_writers(trainer)
         steps = member_steps(trainer, trainer.global_step, len(writers), at_end)
-        runs = [None if s is None else (w, s) for w, s in zip(writers, steps, strict=False)]
+        # Images go to TensorBoard only: a member without its writer draws nothing.
+        runs = [
+            None if s is None or w is None else (w, s) for w, s in zip(writers, steps, strict=False)
+        ]
         if any(runs) and self.applies(trainer.datamodule):
             self.draw(trainer, pl_module, runs)
 

@@ -7,7 +7,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 
-from fcn_research.callbacks.probe import layer_tag, member_steps, mlp_of, to_host
+from fcn_research.callbacks.probe import layer_tag, mlp_of, to_host, write_members
 from fcn_research.model import StackedMLP
 
 
@@ -43,13 +43,7 @@ class WeightSparsity(Callback):
         self, trainer: L.Trainer, pl_module: L.LightningModule, at_end: bool = False
     ) -> list[dict[str, float]]:
         values = to_host(weight_sparsity(mlp_of(pl_module)))
-        loggers = trainer.loggers
-        steps = member_steps(trainer, trainer.global_step, len(values), at_end)
-        if trainer.global_rank == 0 and loggers:
-            per = len(loggers) // len(values)  # loggers come member by member (train_stack)
-            for k, logger in enumerate(loggers):
-                if steps[k // per] is not None:  # None: a member that stopped earlier
-                    logger.log_metrics(values[k // per], step=steps[k // per])
+        write_members(trainer, values, trainer.global_step, at_end)
         return values
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -9,6 +9,7 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback
 
 from fcn_research.callbacks.probe import member_steps, member_writers
+from fcn_research.recording import Recorded
 
 
 class LogSchedule:
@@ -38,7 +39,7 @@ class LogSchedule:
         return step == 0 or step % self.interval(step) == 0
 
 
-class StepInstrument(Callback):
+class StepInstrument(Callback, Recorded):
     """Base of the instruments that measure the network at step 0, on the schedule and at
     the end of training, on rank 0 (where the logger lives).
 
@@ -46,7 +47,8 @@ class StepInstrument(Callback):
     been applied and the next has not, so step 0 is the network at initialization.
     Subclasses implement ``measure``, once for every member of the stack; the step-0 values
     become ``init_metrics`` (one dict per member: result.json's ``init``, kept in the
-    checkpoint so a resumed run still has them), the end-of-training values ``final_metrics``.
+    checkpoint so a resumed run still has them), the end-of-training values ``final_metrics``
+    (``Recorded``: ``init_values``, ``final_values``).
     ``at_end`` is True while the end of training is measured: a member that stopped earlier
     (diverged) gets those values at its own stop step, and nothing between (``write_members``).
     """
@@ -81,6 +83,12 @@ class StepInstrument(Callback):
                 self.final_metrics = self.measure(trainer, pl_module, trainer.global_step)
             finally:
                 self.at_end = False
+
+    def init_values(self) -> list[dict[str, float]]:
+        return self.init_metrics
+
+    def final_values(self) -> list[dict[str, float]]:
+        return self.final_metrics
 
     def state_dict(self) -> dict[str, Any]:
         return {"init_metrics": [dict(m) for m in self.init_metrics]}

@@ -9,6 +9,7 @@ from torch import Tensor
 
 from fcn_research.callbacks.probe import layer_tag, mlp_of, to_host, write_members
 from fcn_research.model import StackedMLP
+from fcn_research.recording import Recorded
 
 
 def weight_sparsity(model: StackedMLP) -> dict[str, Tensor]:
@@ -27,17 +28,23 @@ def weight_sparsity(model: StackedMLP) -> dict[str, Tensor]:
     return values
 
 
-class WeightSparsity(Callback):
+class WeightSparsity(Callback, Recorded):
     """Logs the weights' sparsity at step 0, after every training epoch and at the end.
 
-    The final values go to result.json's ``metrics`` (``final_metrics``), the step-0 ones
-    to its ``init``. Place it after the pruning callback so an epoch's value includes that
+    The final values go to result.json's ``metrics``, the step-0 ones to its ``init``
+    (``Recorded``). Place it after the pruning callback so an epoch's value includes that
     epoch's pruning.
     """
 
     def __init__(self) -> None:
         self.init_metrics: list[dict[str, float]] = []
         self.final_metrics: list[dict[str, float]] = []
+
+    def init_values(self) -> list[dict[str, float]]:
+        return self.init_metrics
+
+    def final_values(self) -> list[dict[str, float]]:
+        return self.final_metrics
 
     def _event(
         self, trainer: L.Trainer, pl_module: L.LightningModule, at_end: bool = False

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from fcn_research.data.base import Task
 from fcn_research.loggers import log_member_metrics
 from fcn_research.model import StackedMLP
+from fcn_research.private_internals import set_logging_step
 from fcn_research.stacked_optim import stacked_optimizer
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
@@ -142,6 +143,10 @@ class FCNModule(L.LightningModule):
     def _metric_sum(self, pred: Tensor, y: Tensor) -> Tensor:
         """Per member (M,): correct predictions (classification) or squared errors
         (regression), summed over the batch."""
+        # Not torchmetrics: its functional metrics give each member's batch mean (samplewise),
+        # not the sum an epoch of unequal batches adds up exactly; they squeeze a stack of one;
+        # their one-hot path costs several times this on every training step; and its mean
+        # squared error has no per-member form.
         y = y.expand(pred.shape[0], *y.shape[-1:]) if y.dim() == 1 else y
         if self.task == "multiclass":
             return (pred.argmax(-1) == y).sum(1)
@@ -174,7 +179,7 @@ class FCNModule(L.LightningModule):
         # tag of the run shares one axis, trainer.global_step, and epoch-end metrics sit at
         # the step where the epoch ended. (A private counter, set afresh every batch, so a
         # resumed run is right too; test_every_tag_shares_the_optimizer_step_axis pins it.)
-        trainer.fit_loop.epoch_loop._batches_that_stepped = trainer.global_step
+        set_logging_step(trainer, trainer.global_step)
         return loss.detach()
 
     def _accumulate(self, loss: Tensor, metric_sum: Tensor, samples: int) -> None:

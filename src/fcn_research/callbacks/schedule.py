@@ -63,7 +63,7 @@ class StepInstrument(Callback, Recorded):
         self, trainer: L.Trainer, pl_module: L.LightningModule, step: int
     ) -> list[dict[str, float]]:
         """Measure every member on the stacked tensors, log each member's values into its own
-        TensorBoard run at ``step`` (``write_members(trainer, values, step, self.at_end)``),
+        loggers at ``step`` (``write_members(trainer, values, step, self.at_end)``),
         and return them (host floats, one dict per member)."""
         raise NotImplementedError
 

@@ -31,6 +31,8 @@ FLOORS: list[tuple[str, list[str]]] = [
             "module",
             "config_checks",
             "loggers",
+            "tensorboard_adapter",
+            "private_internals",
         ],
     ),
     (

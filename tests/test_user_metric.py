@@ -8,6 +8,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from fcn_research.results import read_result
@@ -16,9 +17,32 @@ MY_METRICS = """
     import lightning as L
     from lightning.pytorch.callbacks import Callback
 
+    from fcn_research.recording import Recorded
 
-    class WeightRMS(Callback):
-        '''mine/weight_rms/layer_XX: the RMS of each Linear's weights, at every epoch's end.'''
+
+    class WeightRMS(Callback, Recorded):
+        '''mine/weight_rms/layer_XX: the RMS of each Linear's weights, at every epoch's end;
+        mine/weight_norm: the norm of all of them, at step 0 and at the end (Recorded).'''
+
+        def __init__(self) -> None:
+            self.init: list[dict[str, float]] = []
+            self.final: list[dict[str, float]] = []
+
+        def init_values(self) -> list[dict[str, float]]:
+            return self.init
+
+        def final_values(self) -> list[dict[str, float]]:
+            return self.final
+
+        def _norm(self, pl_module: L.LightningModule) -> list[dict[str, float]]:
+            squares = sum(lin.weight.detach().pow(2).sum() for lin in pl_module.model.linears)
+            return [{"mine/weight_norm": float(squares.sqrt())}]
+
+        def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+            self.init = self._norm(pl_module)
+
+        def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+            self.final = self._norm(pl_module)
 
         def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
             for i, linear in enumerate(pl_module.model.linears, 1):
@@ -67,6 +91,14 @@ def test_a_callback_from_outside_reaches_tensorboard_result_json_and_the_report(
             assert [p.step for p in points] == [2, 4, 6]
             assert result["metrics"][tag] == pytest.approx(points[-1].value, rel=1e-6)
             assert result["metrics"][tag] > 0
+        # Its Recorded values: at step 0 in `init`, at the end (the checkpoint's weights) in
+        # `metrics`.
+        state = torch.load(job / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+        squares = sum(w.pow(2).sum() for k, w in state.items() if k.endswith("weight"))
+        final = result["metrics"]["mine/weight_norm"]
+        assert final == pytest.approx(float(squares.sqrt()), rel=1e-6)
+        assert result["init"]["mine/weight_norm"] > 0
+        assert result["init"]["mine/weight_norm"] != pytest.approx(final)
     run_cli(str(sweep), script="scripts/report.py")
     with open(sweep / "report" / "summary.csv", newline="") as f:
         rows = {row["job"]: row for row in csv.DictReader(f)}

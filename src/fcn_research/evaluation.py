@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 
 from fcn_research.data.base import InMemoryDataModule
 from fcn_research.module import FCNModule
+from fcn_research.private_internals import set_logging_step
 
 BEST_VAL = "best_val"  # the checkpoint's file name (.ckpt) in the job's checkpoints/
 
@@ -58,7 +59,7 @@ def evaluate_test(
         ckpt_path = str(best)
     # Lightning logs at its own logging counter, which the module keeps at the optimizer
     # step (under ddp_spawn this process's trainer never counted: the recorded step).
-    trainer.fit_loop.epoch_loop._batches_that_stepped = global_step
+    set_logging_step(trainer, global_step)
     trainer.test(
         module, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False, weights_only=True
     )

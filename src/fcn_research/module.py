@@ -16,7 +16,9 @@ from lightning.pytorch.utilities.model_helpers import is_overridden
 from torch import Tensor, nn
 
 from fcn_research.data.base import Task
+from fcn_research.loggers import log_member_metrics
 from fcn_research.model import StackedMLP
+from fcn_research.private_internals import set_logging_step
 from fcn_research.stacked_optim import stacked_optimizer
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
@@ -141,6 +143,10 @@ class FCNModule(L.LightningModule):
     def _metric_sum(self, pred: Tensor, y: Tensor) -> Tensor:
         """Per member (M,): correct predictions (classification) or squared errors
         (regression), summed over the batch."""
+        # Not torchmetrics: its functional metrics give each member's batch mean (samplewise),
+        # not the sum an epoch of unequal batches adds up exactly; they squeeze a stack of one;
+        # their one-hot path costs several times this on every training step; and its mean
+        # squared error has no per-member form.
         y = y.expand(pred.shape[0], *y.shape[-1:]) if y.dim() == 1 else y
         if self.task == "multiclass":
             return (pred.argmax(-1) == y).sum(1)
@@ -173,7 +179,7 @@ class FCNModule(L.LightningModule):
         # tag of the run shares one axis, trainer.global_step, and epoch-end metrics sit at
         # the step where the epoch ended. (A private counter, set afresh every batch, so a
         # resumed run is right too; test_every_tag_shares_the_optimizer_step_axis pins it.)
-        trainer.fit_loop.epoch_loop._batches_that_stepped = trainer.global_step
+        set_logging_step(trainer, trainer.global_step)
         return loss.detach()
 
     def _accumulate(self, loss: Tensor, metric_sum: Tensor, samples: int) -> None:
@@ -242,18 +248,15 @@ class FCNModule(L.LightningModule):
             for tag in tags:
                 self.log(tag, values[tag][0], sync_dist=True, prog_bar=prog_bar)
         else:
-            epoch = self.trainer.current_epoch
-            loggers = self.trainer.loggers
-            if self.trainer.global_rank == 0 and loggers:
-                # Loggers come member by member (train_stack); like Lightning's own logging,
-                # every record carries the epoch (a stopped member's: where it stopped).
-                per = len(loggers) // self.members
-                for k, logger in enumerate(loggers):
-                    m = k // per
-                    if steps[m] is not None:
-                        stop = self.stopped_at[m]
-                        record = {**per_member[m], "epoch": stop[1] if stop else epoch}
-                        logger.log_metrics(record, step=steps[m])
+            if self.trainer.global_rank == 0:
+                # Like Lightning's own logging, every record carries the epoch (a stopped
+                # member's: where it stopped).
+                epoch = self.trainer.current_epoch
+                records = [
+                    {**values, "epoch": stop[1] if stop else epoch}
+                    for values, stop in zip(per_member, self.stopped_at, strict=True)
+                ]
+                log_member_metrics(self.trainer, records, steps)
             if prog_bar:
                 for tag in tags:
                     self.log(tag, values[tag].nanmean(), logger=False, prog_bar=True)

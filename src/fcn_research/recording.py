@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import lightning as L
 import torch
@@ -14,16 +14,38 @@ from lightning.pytorch.trainer.states import TrainerFn
 from fcn_research.results import read_result, update_result
 
 
+@runtime_checkable
+class Recorded(Protocol):
+    """A callback whose values go into each member's result.json (``ResultRecorder``): the
+    instruments implement it, and so can a user's callback (subclass it, or define both).
+
+    Each method returns one dict ``{tag: value}`` per member of the stack (a single run: a
+    list of one), with the same tags the callback logs; an empty list until measured.
+    """
+
+    def init_values(self) -> list[dict[str, float]]:
+        """Per member, the values at step 0, before any update (result.json's ``init``). Read
+        at the first optimizer step and at the end of training: keep them in the checkpoint
+        (``state_dict``) so a resumed run still has them."""
+        ...
+
+    def final_values(self) -> list[dict[str, float]]:
+        """Per member, the values at the end of training (into result.json's ``metrics``)."""
+        ...
+
+
 def _callback_metrics(trainer: L.Trainer) -> dict[str, float]:
     return {k: float(v) for k, v in trainer.callback_metrics.items() if isinstance(v, torch.Tensor)}
 
 
-def _collect(trainer: L.Trainer, attribute: str, members: int) -> list[dict[str, float]]:
-    """Per member, the instruments' ``attribute`` (a list with one dict per member) merged."""
+def _collect(trainer: L.Trainer, final: bool, members: int) -> list[dict[str, float]]:
+    """Per member, the ``Recorded`` callbacks' step-0 (or ``final``) values merged."""
     values: list[dict[str, float]] = [{} for _ in range(members)]
     for callback in trainer.callbacks:
-        for mine, theirs in zip(values, getattr(callback, attribute, None) or [], strict=False):
-            mine.update(theirs)
+        if isinstance(callback, Recorded):
+            theirs = callback.final_values() if final else callback.init_values()
+            for mine, member in zip(values, theirs or [], strict=False):
+                mine.update(member)
     return values
 
 
@@ -40,10 +62,12 @@ class ResultRecorder(Callback):
     """Writes into each member's ``<job_dir>/result.json``, on rank 0 of the process that
     trains (a single run: a stack of one, one job dir):
 
-    - the instruments' step-0 values (``init``) as soon as they are measured, so a job killed
-      later and resumed keeps them (the instruments also carry them in the checkpoint);
+    - the ``Recorded`` callbacks' step-0 values (``init``) as soon as they are measured, so a
+      job killed later and resumed keeps them (the instruments also carry them in the
+      checkpoint);
     - at the end of training: the final ``metrics`` (the module's epoch metrics, Lightning's
-      callback metrics and the instruments' final values), ``epochs`` and ``global_step``;
+      callback metrics and the ``Recorded`` callbacks' final values), ``epochs`` and
+      ``global_step``;
     - after a ``trainer.validate`` of the trained network: its metrics, in place of the fit's.
     - after a ``trainer.test``: the ``test/*`` metrics, beside the fit's.
 
@@ -62,7 +86,7 @@ class ResultRecorder(Callback):
     ) -> None:
         if trainer.global_step == 0 and not self._init_written and trainer.global_rank == 0:
             self._init_written = True
-            inits = _collect(trainer, "init_metrics", len(self.job_dirs))
+            inits = _collect(trainer, False, len(self.job_dirs))
             for job_dir, init in zip(self.job_dirs, inits, strict=True):
                 if init:
                     update_result(job_dir, init=init)
@@ -72,8 +96,8 @@ class ResultRecorder(Callback):
             return
         members = len(self.job_dirs)
         metrics = _epoch_metrics(trainer, pl_module)
-        finals = _collect(trainer, "final_metrics", members)
-        inits = _collect(trainer, "init_metrics", members)
+        finals = _collect(trainer, True, members)
+        inits = _collect(trainer, False, members)
         # A member that stopped (diverged) early ends where its solo run would.
         stopped = getattr(pl_module, "stopped_at", None) or [None] * members
         for m, job_dir in enumerate(self.job_dirs):

@@ -18,6 +18,7 @@ from lightning.pytorch.utilities.model_helpers import is_overridden
 from fcn_research.config_checks import ConfigError
 from fcn_research.data.base import InMemoryDataModule
 from fcn_research.module import FCNModule
+from fcn_research.private_internals import every_n_train_steps
 
 log = logging.getLogger(__name__)
 
@@ -126,5 +127,5 @@ def _counts(callback: L.Callback) -> bool:
     ):
         # Its batch hook saves when global_step % every_n_train_steps == 0, which a group
         # would test only every steps_per_batch steps; the time and epoch triggers don't count.
-        return callback._every_n_train_steps > 0
+        return every_n_train_steps(callback) > 0
     return any(is_overridden(h, callback, L.Callback) for h in _BATCH_HOOKS)

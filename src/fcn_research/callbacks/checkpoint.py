@@ -16,11 +16,11 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import Tensor
 
 from fcn_research.callbacks.probe import member_writers
 from fcn_research.config_checks import ConfigError
+from fcn_research.private_internals import ModelCheckpointHooks, checkpoint_dict
 from fcn_research.results import write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -279,7 +279,7 @@ def _as_single(checkpoint: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-class LastCheckpoint(ModelCheckpoint):
+class LastCheckpoint(ModelCheckpointHooks):
     """Keeps ``<dirpath>/last.ckpt`` for resuming: written at an epoch end when at least
     ``min_interval_s`` seconds passed since training started or since the last write, and
     always after the final epoch.
@@ -328,9 +328,7 @@ class LastCheckpoint(ModelCheckpoint):
             or 0 <= trainer.max_steps <= trainer.global_step
         )
 
-    def _should_skip_saving_checkpoint(self, trainer: L.Trainer) -> bool:
-        if super()._should_skip_saving_checkpoint(trainer):
-            return True
+    def skips_save(self, trainer: L.Trainer) -> bool:
         recent = time.monotonic() - self._written_at < self.min_interval_s
         return recent and not self._final_epoch(trainer)
 
@@ -340,15 +338,16 @@ class LastCheckpoint(ModelCheckpoint):
         # one checkpoint, after its last epoch.
         self._written_at = time.monotonic()
 
-    def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
+    def write_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
         if len(self.member_dirs) > 1:
             self._save_members(trainer)
         else:
-            super()._save_checkpoint(trainer, filepath)
+            super().write_checkpoint(trainer, filepath)
         self._written_at = time.monotonic()
         self._events_due = True
         for writer in member_writers(trainer):  # what the checkpoint's epochs logged so far
-            writer.flush()
+            if writer is not None:
+                writer.flush()
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # The epochs in the checkpoint have logged everything by now (Lightning writes a
@@ -361,17 +360,17 @@ class LastCheckpoint(ModelCheckpoint):
         writers = member_writers(trainer)
         if len(writers) == len(dirs):
             for directory, writer in zip(dirs, writers, strict=True):
-                record_event_files(directory / EVENTS_RECORD, writer, trainer.global_step)
+                if writer is not None:
+                    record_event_files(directory / EVENTS_RECORD, writer, trainer.global_step)
 
     def _save_members(self, trainer: L.Trainer) -> None:
         # Lightning writes one file per checkpoint; a stack needs one per member, so the
         # checkpoint dict (Lightning's own, as trainer.save_checkpoint builds it) is split.
-        checkpoint = trainer._checkpoint_connector.dump_checkpoint(self.save_weights_only)
+        checkpoint = checkpoint_dict(trainer, self.save_weights_only)
         parts = split_checkpoint(checkpoint, len(self.member_dirs))
         for directory, part in zip(self.member_dirs, parts, strict=True):
             directory.mkdir(parents=True, exist_ok=True)
             tmp = directory / ".last.ckpt.tmp"
             torch.save(part, tmp)
             os.replace(tmp, directory / "last.ckpt")  # atomic: a kill leaves the old one
-        self._last_global_step_saved = trainer.global_step
-        self._last_checkpoint_saved = str(self.member_dirs[0] / "last.ckpt")
+        self.record_saved(trainer, str(self.member_dirs[0] / "last.ckpt"))

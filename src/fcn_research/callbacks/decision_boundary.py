@@ -12,6 +12,7 @@ from torch import Tensor
 from fcn_research.callbacks.probe import layer_tag, mlp_of
 from fcn_research.callbacks.schedule import EpochImages
 from fcn_research.model import apply_rows
+from fcn_research.tensorboard_adapter import write_image
 
 # TensorFlow Playground's colours: orange for class 0 (negative), blue for class 1.
 ORANGE = (245 / 255, 147 / 255, 34 / 255)
@@ -159,4 +160,4 @@ class DecisionBoundary(EpochImages):
             if run is not None:
                 writer, step = run
                 for tag, img in host.items():
-                    writer.add_image(tag, img[m], step)
+                    write_image(writer, tag, img[m], step)

@@ -11,6 +11,7 @@ from torch import Tensor
 from fcn_research.callbacks.decision_boundary import BLUE, ORANGE
 from fcn_research.callbacks.probe import mlp_of
 from fcn_research.callbacks.schedule import EpochImages
+from fcn_research.tensorboard_adapter import write_image
 
 MAX_POINTS = 1000
 
@@ -93,4 +94,4 @@ class FunctionFit(EpochImages):
         for run, member_img in zip(runs, img.cpu(), strict=False):
             if run is not None:
                 writer, step = run
-                writer.add_image("function_fit", member_img, step)
+                write_image(writer, "function_fit", member_img, step)

@@ -15,10 +15,11 @@ from fcn_research.callbacks.probe import (
     member_writers,
     mlp_of,
     probe_set,
-    write_scalars,
+    write_members,
 )
 from fcn_research.callbacks.schedule import StepInstrument
 from fcn_research.model import StackedMLP
+from fcn_research.tensorboard_adapter import write_histograms
 
 
 def trained_weight(linear: nn.Linear) -> Tensor:
@@ -136,15 +137,13 @@ class GradientMonitor(StepInstrument):
         self.hist.keep_ranges(
             tags, [[member_rows[m][k] for m in range(members)] for k in range(len(tags))]
         )
-        steps = member_steps(trainer, step, members, self.at_end)
-        for writer, member, rows_m, at in zip(
-            member_writers(trainer), scalars, member_rows, steps, strict=False
-        ):
-            if at is None:  # a member that stopped (diverged) earlier
-                continue
-            write_scalars(writer, member, at)
-            if rows_m:
-                self.hist.write(writer, tags, rows_m, meta, at)
+        write_members(trainer, scalars, step, self.at_end)
+        if tags:  # histograms: TensorBoard only
+            steps = member_steps(trainer, step, members, self.at_end)
+            writers = member_writers(trainer)
+            for writer, rows_m, at in zip(writers, member_rows, steps, strict=False):
+                if writer is not None and at is not None:  # None: stopped (diverged) earlier
+                    write_histograms(writer, self.hist.histograms(tags, rows_m, meta), at)
         return scalars
 
     def state_dict(self) -> dict[str, Any]:

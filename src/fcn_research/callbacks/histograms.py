@@ -1,13 +1,12 @@
 """Histograms with a range that doubles to follow the data, computed with torch on the device
-and written raw to TensorBoard."""
+and handed to TensorBoard binned."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
-from tensorboard.compat.proto.summary_pb2 import HistogramProto, Summary
 from torch import Tensor
+
+from fcn_research.tensorboard_adapter import Histogram
 
 # Headroom over the first event's largest |value|, so growth during training stays in range.
 RANGE_HEADROOM = 1.5
@@ -69,21 +68,15 @@ class FixedRangeHistograms:
             meta.append(x.shape[1])
         return torch.stack(rows), meta
 
-    def write(
-        self,
-        writer: Any,
-        tags: list[str],
-        rows: list[list[float]],
-        meta: list[int],
-        step: int,
-    ) -> None:
-        """Write one member's host-side rows from ``compute`` as raw TensorBoard histograms,
-        in one record."""
-        values = []
+    def histograms(
+        self, tags: list[str], rows: list[list[float]], meta: list[int]
+    ) -> dict[str, Histogram]:
+        """One member's host-side rows from ``compute`` as histograms binned already, by tag."""
+        out = {}
         for tag, row, num in zip(tags, rows, meta, strict=True):
             r, mn, mx, total, total_sq = row[:5]
             width = 2 * r / self.bins
-            histo = HistogramProto(
+            out[tag] = Histogram(
                 min=mn,
                 max=mx,
                 num=num,
@@ -92,8 +85,7 @@ class FixedRangeHistograms:
                 bucket_limit=[-r + width * (i + 1) for i in range(self.bins)],
                 bucket=row[5:],
             )
-            values.append(Summary.Value(tag=tag, histo=histo))
-        writer._get_file_writer().add_summary(Summary(value=values), step)
+        return out
 
     def keep_ranges(self, tags: list[str], rows: list[list[list[float]]]) -> None:
         """Keep each tag's ranges as ``compute`` widened them, from the rows read to the host

@@ -10,13 +10,11 @@ import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.callbacks import Callback
 from omegaconf import OmegaConf
-from tensorboard.compat.proto.summary_pb2 import Summary
-from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
-from torch.utils.tensorboard.summary import hparams
 
 from fcn_research.callbacks.probe import member_writers
 from fcn_research.lr_search import SEED_KEY, TUNED_KEY
 from fcn_research.report.loading import MULTIRUN_FILE, swept_axes
+from fcn_research.tensorboard_adapter import write_hparams
 
 # Metrics shown per run in the HParams table; their values are the runs' last scalars.
 DEFAULT_METRICS = (
@@ -72,21 +70,6 @@ def sweep_varied(job_dir: str | Path) -> list[str] | None:
     return varied
 
 
-def mark_varied(experiment: Summary, varied: list[str]) -> None:
-    """Mark the hparams ``varied`` as differing across runs, in the experiment summary.
-
-    The HParams dashboard ticks the first five hparams by default, differing ones first
-    (TensorBoard 2.21 sorts by ``differs``, then by name). TensorBoard sets ``differs`` only
-    when it builds the experiment itself; torch's ``hparams()`` leaves it unset, so the five
-    would be the alphabetical first (activation, batch_size, data, ...).
-    """
-    metadata = experiment.value[0].metadata
-    data = HParamsPluginData.FromString(metadata.plugin_data.content)
-    for info in data.experiment.hparam_infos:
-        info.differs = info.name in varied
-    metadata.plugin_data.content = data.SerializeToString()
-
-
 class HParamsSummary(Callback):
     """Writes the run's flat hparams and the names of its metrics to the HParams plugin.
 
@@ -117,13 +100,12 @@ class HParamsSummary(Callback):
         members = getattr(pl_module, "run_hparams", None) or [dict(pl_module.hparams)]
         member_overrides = getattr(pl_module, "run_overrides", None) or [_hydra_overrides()]
         for writer, run_hparams, overrides in zip(writers, members, member_overrides, strict=False):
-            exp, ssi, sei = hparams({k: _scalar(v) for k, v in run_hparams.items()}, metrics)
+            if writer is None:  # a TensorBoard dashboard: other loggers have none
+                continue
             swept = sweep_varied(writer.log_dir)
             keys = list(overrides) if swept is None else [f"{k}=" for k in swept]
-            mark_varied(exp, overridden_hparams(keys, list(run_hparams)))
-            file_writer = writer._get_file_writer()
-            for summary in (exp, ssi, sei):
-                file_writer.add_summary(summary)
+            varied = overridden_hparams(keys, list(run_hparams))
+            write_hparams(writer, {k: _scalar(v) for k, v in run_hparams.items()}, metrics, varied)
 
 
 def _hydra_overrides() -> list[str]:

@@ -6,6 +6,7 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback
 
 from fcn_research.callbacks.probe import layer_tag, member_writers, mlp_of
+from fcn_research.tensorboard_adapter import write_custom_scalars
 
 # Per-layer metrics: category title -> (tag prefix, whether every Linear has it or only the
 # hidden layers), and the whole-network tags charted first in the category.
@@ -62,4 +63,5 @@ class ScalarsLayout(Callback):
             return  # a resumed job: its run holds the layout its first process wrote
         layout = scalars_layout(len(mlp_of(pl_module).linears))
         for writer in member_writers(trainer):
-            writer.add_custom_scalars(layout)
+            if writer is not None:  # a TensorBoard dashboard: other loggers have none
+                write_custom_scalars(writer, layout)

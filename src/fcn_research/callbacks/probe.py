@@ -1,16 +1,15 @@
-"""The probe set and the TensorBoard writer that the instruments share."""
+"""The probe set the instruments share, and how they log each member's values into its run."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import lightning as L
 import torch
-from lightning.pytorch.loggers import TensorBoardLogger
-from tensorboard.compat.proto.summary_pb2 import Summary
 from torch import Tensor
+from torch.utils.tensorboard import SummaryWriter
 
+from fcn_research.loggers import log_member_metrics, member_loggers
 from fcn_research.model import StackedMLP
+from fcn_research.tensorboard_adapter import writer_of
 
 
 def probe_set(trainer: L.Trainer, size: int, seed: int = 0) -> tuple[Tensor, Tensor]:
@@ -49,14 +48,14 @@ def mlp_of(pl_module: L.LightningModule) -> StackedMLP:
     return model
 
 
-def member_writers(trainer: L.Trainer) -> list[Any | None]:
-    """Per member of the stack, its TensorBoard SummaryWriter (a member's run: the
-    TensorBoard loggers in member order); an empty list on ranks other than 0 (Lightning's
-    logger writes only on rank 0: elsewhere its ``experiment`` is a dummy) or without a
-    TensorBoard logger."""
+def member_writers(trainer: L.Trainer) -> list[SummaryWriter | None]:
+    """Per member of the stack, the TensorBoard writer of its run (None: it has no TensorBoard
+    logger), for what only TensorBoard shows (``fcn_research.tensorboard_adapter``); an empty
+    list on ranks other than 0 (Lightning's loggers write only on rank 0: elsewhere their
+    ``experiment`` is a dummy)."""
     if trainer.global_rank != 0:
         return []
-    return [lg.experiment for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
+    return [writer_of(loggers) for loggers in member_loggers(trainer)]
 
 
 def layer_tag(prefix: str, layer: int) -> str:
@@ -86,14 +85,7 @@ def member_steps(
 def write_members(
     trainer: L.Trainer, values: list[dict[str, float]], step: int, at_end: bool = False
 ) -> None:
-    """Each member's scalars into its own run, one record per member, at ``member_steps``."""
-    steps = member_steps(trainer, step, len(values), at_end)
-    for writer, member, at in zip(member_writers(trainer), values, steps, strict=False):
-        if at is not None:
-            write_scalars(writer, member, at)
-
-
-def write_scalars(writer: Any, values: dict[str, float], step: int) -> None:
-    """An event's scalars as one TensorBoard record: one write, not one per tag (7x cheaper)."""
-    summary = Summary(value=[Summary.Value(tag=t, simple_value=v) for t, v in values.items()])
-    writer._get_file_writer().add_summary(summary, step)
+    """Each member's scalars into every logger of its run (``log_metrics``), at
+    ``member_steps``: TensorBoard, CSV, MLflow ... alike."""
+    if trainer.global_rank == 0 and values:  # no values: an instrument with nothing to log
+        log_member_metrics(trainer, values, member_steps(trainer, step, len(values), at_end))

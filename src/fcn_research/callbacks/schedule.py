@@ -9,6 +9,7 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback
 
 from fcn_research.callbacks.probe import member_steps, member_writers
+from fcn_research.recording import Recorded
 
 
 class LogSchedule:
@@ -38,7 +39,7 @@ class LogSchedule:
         return step == 0 or step % self.interval(step) == 0
 
 
-class StepInstrument(Callback):
+class StepInstrument(Callback, Recorded):
     """Base of the instruments that measure the network at step 0, on the schedule and at
     the end of training, on rank 0 (where the logger lives).
 
@@ -46,7 +47,8 @@ class StepInstrument(Callback):
     been applied and the next has not, so step 0 is the network at initialization.
     Subclasses implement ``measure``, once for every member of the stack; the step-0 values
     become ``init_metrics`` (one dict per member: result.json's ``init``, kept in the
-    checkpoint so a resumed run still has them), the end-of-training values ``final_metrics``.
+    checkpoint so a resumed run still has them), the end-of-training values ``final_metrics``
+    (``Recorded``: ``init_values``, ``final_values``).
     ``at_end`` is True while the end of training is measured: a member that stopped earlier
     (diverged) gets those values at its own stop step, and nothing between (``write_members``).
     """
@@ -61,7 +63,7 @@ class StepInstrument(Callback):
         self, trainer: L.Trainer, pl_module: L.LightningModule, step: int
     ) -> list[dict[str, float]]:
         """Measure every member on the stacked tensors, log each member's values into its own
-        TensorBoard run at ``step`` (``write_members(trainer, values, step, self.at_end)``),
+        loggers at ``step`` (``write_members(trainer, values, step, self.at_end)``),
         and return them (host floats, one dict per member)."""
         raise NotImplementedError
 
@@ -81,6 +83,12 @@ class StepInstrument(Callback):
                 self.final_metrics = self.measure(trainer, pl_module, trainer.global_step)
             finally:
                 self.at_end = False
+
+    def init_values(self) -> list[dict[str, float]]:
+        return self.init_metrics
+
+    def final_values(self) -> list[dict[str, float]]:
+        return self.final_metrics
 
     def state_dict(self) -> dict[str, Any]:
         return {"init_metrics": [dict(m) for m in self.init_metrics]}
@@ -110,7 +118,10 @@ class EpochImages(Callback):
     def _log(self, trainer: L.Trainer, pl_module: L.LightningModule, at_end: bool = False) -> None:
         writers = member_writers(trainer)
         steps = member_steps(trainer, trainer.global_step, len(writers), at_end)
-        runs = [None if s is None else (w, s) for w, s in zip(writers, steps, strict=False)]
+        # Images go to TensorBoard only: a member without its writer draws nothing.
+        runs = [
+            None if s is None or w is None else (w, s) for w, s in zip(writers, steps, strict=False)
+        ]
         if any(runs) and self.applies(trainer.datamodule):
             self.draw(trainer, pl_module, runs)
 

@@ -7,8 +7,9 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 
-from fcn_research.callbacks.probe import layer_tag, member_steps, mlp_of, to_host
+from fcn_research.callbacks.probe import layer_tag, mlp_of, to_host, write_members
 from fcn_research.model import StackedMLP
+from fcn_research.recording import Recorded
 
 
 def weight_sparsity(model: StackedMLP) -> dict[str, Tensor]:
@@ -27,11 +28,11 @@ def weight_sparsity(model: StackedMLP) -> dict[str, Tensor]:
     return values
 
 
-class WeightSparsity(Callback):
+class WeightSparsity(Callback, Recorded):
     """Logs the weights' sparsity at step 0, after every training epoch and at the end.
 
-    The final values go to result.json's ``metrics`` (``final_metrics``), the step-0 ones
-    to its ``init``. Place it after the pruning callback so an epoch's value includes that
+    The final values go to result.json's ``metrics``, the step-0 ones to its ``init``
+    (``Recorded``). Place it after the pruning callback so an epoch's value includes that
     epoch's pruning.
     """
 
@@ -39,17 +40,17 @@ class WeightSparsity(Callback):
         self.init_metrics: list[dict[str, float]] = []
         self.final_metrics: list[dict[str, float]] = []
 
+    def init_values(self) -> list[dict[str, float]]:
+        return self.init_metrics
+
+    def final_values(self) -> list[dict[str, float]]:
+        return self.final_metrics
+
     def _event(
         self, trainer: L.Trainer, pl_module: L.LightningModule, at_end: bool = False
     ) -> list[dict[str, float]]:
         values = to_host(weight_sparsity(mlp_of(pl_module)))
-        loggers = trainer.loggers
-        steps = member_steps(trainer, trainer.global_step, len(values), at_end)
-        if trainer.global_rank == 0 and loggers:
-            per = len(loggers) // len(values)  # loggers come member by member (train_stack)
-            for k, logger in enumerate(loggers):
-                if steps[k // per] is not None:  # None: a member that stopped earlier
-                    logger.log_metrics(values[k // per], step=steps[k // per])
+        write_members(trainer, values, trainer.global_step, at_end)
         return values
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

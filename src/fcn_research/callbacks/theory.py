@@ -9,7 +9,7 @@ from typing import Any
 import lightning as L
 from torch import Tensor
 
-from fcn_research.callbacks.probe import member_writers, mlp_of, probe_set, write_scalars
+from fcn_research.callbacks.probe import mlp_of, probe_set, write_members
 from fcn_research.initializers import implied_variances
 from fcn_research.model import MLP, StackedMLP
 from fcn_research.results import update_result
@@ -35,7 +35,7 @@ def theory_section(model: MLP | StackedMLP, initializer: object, inputs: Tensor)
 
 class TheoryPredictions(L.Callback):
     """Writes the mean-field predictions (``fcn_research.theory``) for the run's network into
-    result.json's ``theory`` and, at step 0, to TensorBoard as ``theory/<key>`` scalars
+    result.json's ``theory`` and, at step 0, to every logger as ``theory/<key>`` scalars
     (``theory/chi1``, ``theory/activations/std/layer_XX``, ...), beside the instruments' own
     step-0 values of the same names. Where the theory does not apply (a pooling activation,
     the notebook's single-layer initializers, depth 1), ``theory`` holds ``not_applicable``
@@ -67,18 +67,20 @@ class TheoryPredictions(L.Callback):
         model = mlp_of(pl_module)
         members = self.members or [(self.initializer, self.job_dir)]
         sections: dict[str, dict[str, Any]] = {}  # members drawn alike share a prediction
-        writers = member_writers(trainer)
-        for m, (initializer, job_dir) in enumerate(members):
+        scalars: list[dict[str, float]] = []
+        for initializer, job_dir in members:
             key = repr(vars(initializer)) if initializer is not None else ""
             key = f"{type(initializer).__name__}:{key}"
             if key not in sections:
                 sections[key] = theory_section(model, initializer, x)
             section = sections[key]
             update_result(job_dir, theory=section)
-            scalars = {
-                f"theory/{k}": float(v)
-                for k, v in section.items()
-                if isinstance(v, float | int) and math.isfinite(v)
-            }
-            if scalars and trainer.global_step == 0 and m < len(writers):
-                write_scalars(writers[m], scalars, 0)
+            scalars.append(
+                {
+                    f"theory/{k}": float(v)
+                    for k, v in section.items()
+                    if isinstance(v, float | int) and math.isfinite(v)
+                }
+            )
+        if trainer.global_step == 0 and len(scalars) == model.members:
+            write_members(trainer, scalars, 0)

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.plugins.launcher import Launcher
@@ -91,6 +90,7 @@ class LRSearchSweeper(Sweeper):
             search,
             write_best_lr,
         )
+        from fcn_research.private_internals import split_sweep_arguments
 
         assert self.config is not None and self.launcher is not None
         assert self.hydra_context is not None
@@ -122,7 +122,7 @@ class LRSearchSweeper(Sweeper):
         except ConfigError as err:
             exit_refused(str(err))
         exclude = self.config.hydra.job.config.override_dirname.exclude_keys or []
-        cells = make_cells(BasicSweeper.split_arguments(grid, None)[0], exclude)
+        cells = make_cells(split_sweep_arguments(grid)[0], exclude)
 
         # As BasicSweeper: the sweep's config beside its jobs (the report reads it).
         sweep_dir = Path(str(self.config.hydra.sweep.dir))

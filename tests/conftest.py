@@ -14,7 +14,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from fcn_research.train import CONF_DIR
+from fcn_research.run_dirs import CONF_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 # Small and quiet: tests train for a few epochs on CPU without progress bars.

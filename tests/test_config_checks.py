@@ -10,7 +10,8 @@ from omegaconf import OmegaConf
 from fcn_research.config_checks import check_config, refusal, shared_job_dirs
 from fcn_research.data.mnist import FILE_NAMES
 from fcn_research.results import read_result
-from fcn_research.train import CONF_DIR, train
+from fcn_research.run_dirs import CONF_DIR
+from fcn_research.train import train
 
 FAST = ["callbacks=none", "max_epochs=1", "data.num_samples=200"]
 LR = r"must be a finite number >= 0 \(the learning rate\)"

@@ -16,7 +16,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from fcn_research.results import RESULT_FILE, validate_result
-from fcn_research.train import CONF_DIR
+from fcn_research.run_dirs import CONF_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 # Small and quiet: tests train for a few epochs on CPU without progress bars.

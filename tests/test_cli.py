@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from fcn_research.results import read_result
-from fcn_research.train import unique_dir
+from fcn_research.run_dirs import unique_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 QUIET = ["trainer.enable_progress_bar=false", "trainer.accelerator=cpu"]

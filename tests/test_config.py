@@ -15,7 +15,8 @@ from hydra.utils import get_class
 from omegaconf import OmegaConf
 
 from fcn_research.data import Digits, Function1D, Playground2D, XorTable
-from fcn_research.train import CONF_DIR, build
+from fcn_research.run_dirs import CONF_DIR
+from fcn_research.train import build
 
 # Data whose generator is bundled (no files, no download): these are built and trained a
 # step. Other data options (MNIST-family, added separately) are composed and their

@@ -10,7 +10,8 @@ from omegaconf import OmegaConf
 from fcn_research.config_checks import check_config, refusal, shared_job_dirs
 from fcn_research.data.mnist import FILE_NAMES
 from fcn_research.results import read_result
-from fcn_research.train import CONF_DIR, train
+from fcn_research.run_dirs import CONF_DIR
+from fcn_research.train import train
 
 FAST = ["callbacks=none", "max_epochs=1", "data.num_samples=200"]
 LR = r"must be a finite number >= 0 \(the learning rate\)"
@@ -202,3 +203,24 @@ def test_sweeps_with_distinct_job_dirs_pass(make_cfg):
     assert shared_job_dirs(pruning) is None
     # Nothing names the jobs: their dirs are job_0, job_1.
     assert shared_job_dirs(_sweep_cfg(make_cfg, "num_threads=1,2")) is None
+
+
+def test_a_rule_has_one_message_for_the_config_and_the_library(make_cfg):
+    """A user of the library classes meets the same rule, word for word, as the config check."""
+    import torch
+
+    from fcn_research.config_checks import ConfigError
+    from fcn_research.data.base import TensorBatches
+    from fcn_research.model import MLP
+
+    with pytest.raises(ValueError) as direct:
+        TensorBatches(torch.zeros(4, 2), torch.zeros(4), batch_size=2, group=0)
+    with pytest.raises(ConfigError) as checked:
+        check_config(make_cfg("steps_per_batch=0"))
+    assert str(direct.value) == str(checked.value)
+    assert re.fullmatch(rf"{STEPS} >= 1, got 0", str(direct.value))
+    with pytest.raises(TypeError) as direct:
+        MLP(2, 1, depth=2, width=4, activation=object)
+    with pytest.raises(ConfigError) as checked:
+        check_config(make_cfg("activation=relu", "activation._target_=builtins.object"))
+    assert str(checked.value) == f"activation (builtins.object): {direct.value}"

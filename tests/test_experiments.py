@@ -16,7 +16,8 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from fcn_research.train import CONF_DIR, build, train
+from fcn_research.run_dirs import CONF_DIR
+from fcn_research.train import build, train
 
 EXPERIMENTS = [
     "xor",

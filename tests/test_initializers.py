@@ -14,7 +14,7 @@ from torch import nn
 from fcn_research import initializers as init
 from fcn_research.activations import Maxout, ZeroCentredSigmoid
 from fcn_research.model import MLP
-from fcn_research.train import CONF_DIR
+from fcn_research.run_dirs import CONF_DIR
 
 WIDE = 512  # a 512 x 512 layer: 262k weights, so sample stds are within ~0.3% of the truth
 

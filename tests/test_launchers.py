@@ -177,7 +177,7 @@ def test_ddp_spawn_inside_a_sweep(run_cli, tmp_path):
 
 
 def test_a_job_leaves_no_spawn_port_behind(monkeypatch):
-    from fcn_research.train import restored_env
+    from fcn_research.fit import restored_env
 
     # What Lightning's spawn launcher does inside a job: set a port in the sweep's process.
     monkeypatch.delenv("MASTER_PORT", raising=False)

@@ -21,8 +21,9 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from fcn_research.report.loading import load_sweep
 from fcn_research.results import read_result
+from fcn_research.run_dirs import CONF_DIR
 from fcn_research.stacking import group_stacks, solo_reason, stack_key
-from fcn_research.train import CONF_DIR, train
+from fcn_research.train import train
 from hydra_plugins.fcn_stacked_launcher.stacked_launcher import StackedLauncher
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -368,8 +369,9 @@ def test_a_stack_that_raises_ends_its_job_not_the_sweep(make_cfg, tmp_path, monk
     """As run_job for a solo job: the error is logged, the members' results are what their
     result.json files say, and the sweep's status (not a traceback) ends the sweep."""
     import fcn_research.train
+    from fcn_research.job import run_stack
     from fcn_research.results import write_json_atomic
-    from fcn_research.stacking import run_stack, write_manifest
+    from fcn_research.stacking import write_manifest
 
     def crash(cfgs, stack):
         write_json_atomic(Path(cfgs[0].output_dir) / "result.json", {"status": "running"})

@@ -19,7 +19,8 @@ from fcn_research.activations import Maxout
 from fcn_research.callbacks.theory import theory_section
 from fcn_research.model import MLP
 from fcn_research.results import read_result, write_json_atomic
-from fcn_research.train import CONF_DIR, train
+from fcn_research.run_dirs import CONF_DIR
+from fcn_research.train import train
 
 # E[f(z)^2], z ~ N(0, 1), by scipy.integrate.quad to 1e-10 (as tests/test_initializers.py).
 SECOND_MOMENTS = {

@@ -11,8 +11,9 @@ from google.protobuf.json_format import MessageToDict
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
+from fcn_research.hparams import flat_hparams
 from fcn_research.results import STATUSES, read_result
-from fcn_research.train import build, flat_hparams, train
+from fcn_research.train import build, train
 
 SMALL = ["width=16", "data.num_samples=400"]
 # Learning checks need no instruments: only the checkpoint callback, so they stay fast.

@@ -203,7 +203,8 @@ class _BatchHookModule(FCNModule):
 def test_only_what_counts_batches_makes_a_batch_one_step(make_cfg):
     from hydra.utils import instantiate
 
-    from fcn_research.train import _instantiate_all, build
+    from fcn_research.fit import _instantiate_all
+    from fcn_research.train import build
 
     cfg = make_cfg("data.num_samples=100")
     _, module = build(cfg)

@@ -27,7 +27,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from fcn_research.cli import CONF_DIR
+from fcn_research.run_dirs import CONF_DIR
 
 
 def single_input_probability(width: int, depth: int) -> float:

@@ -8,54 +8,24 @@ training code is imported inside ``main`` when a job runs.
 from __future__ import annotations
 
 import os
-import re
 import shlex
 import sys
 from pathlib import Path
-from typing import Any
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-CONF_DIR = Path(os.environ.get("FCN_RESEARCH_CONF", Path(__file__).resolve().parents[2] / "conf"))
-# The dirs this process claimed through fcn_unique_dir, in order.
-claimed_dirs: list[str] = []
+# Importing run_dirs registers the resolvers that conf/train.yaml names its dirs with.
+from fcn_research.run_dirs import CONF_DIR, claimed_dirs
+
 # Exit status of a sweep stopped by Ctrl-C: 128 + SIGINT, as a shell reports a process it ended.
 INTERRUPTED_EXIT = 130
-
-
-def unique_dir(path: str) -> str:
-    """Claim ``path`` (or ``path_1``, ``path_2`` ...) by creating it: same-second runs never share.
-
-    ``os.mkdir`` fails if the directory exists, so two processes cannot claim the same one.
-    Hydra caches the resolved value per config, so one sweep resolves this once.
-    """
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    candidate, n = path, 0
-    while True:
-        try:
-            os.mkdir(candidate)
-            claimed_dirs.append(candidate)
-            return candidate
-        except FileExistsError:
-            n += 1
-            candidate = f"{path}_{n}"
-
-
-def job_dirname(override_dirname: str, job_num: Any) -> str:
-    """A job's directory name: its overrides (``activation=relu,depth=3``), or ``job_<n>``."""
-    name = override_dirname or f"job_{job_num}"
-    return re.sub(r"[/\\]", "_", name)
-
-
-OmegaConf.register_new_resolver("fcn_unique_dir", unique_dir, use_cache=True, replace=True)
-OmegaConf.register_new_resolver("fcn_job_dirname", job_dirname, replace=True)
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def hydra_main(cfg: DictConfig) -> float | None:
     """One job of ``python train.py [overrides]``: one run, or each job of a sweep (``-m``)."""
-    from fcn_research.train import run_job
+    from fcn_research.job import run_job
 
     return run_job(cfg)
 

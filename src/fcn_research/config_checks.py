@@ -37,6 +37,8 @@ from hydra.experimental.callback import Callback
 from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from fcn_research.run_dirs import CONF_DIR
+
 MAX_SEED = 2**32 - 1  # numpy's seed range, which Lightning's seed_everything enforces
 # Hydra's own keys in a node that builds an object.
 HYDRA_KEYS = frozenset({"_target_", "_partial_", "_args_", "_recursive_", "_convert_"})
@@ -121,6 +123,7 @@ def check_knobs(cfg: DictConfig) -> None:
     """The top-level knobs, and the group keys that take their values; ``ConfigError`` if bad."""
     # Imported here: Hydra loads this module for SeparateJobDirs before any job runs, and
     # the command line waits for torch (which fcn_research.model imports) only once one does.
+    from fcn_research.data.base import check_steps_per_batch
     from fcn_research.model import hidden_widths
 
     width = cfg.get("width")
@@ -138,10 +141,10 @@ def check_knobs(cfg: DictConfig) -> None:
     threads = cfg.get("num_threads")
     ok = threads is None or (_is_int(threads) and threads >= 1)
     _require(ok, "num_threads", "an integer >= 1 or null (torch's default)", threads)
-    steps = cfg.get("steps_per_batch", 1)
-    key = "steps_per_batch (mini-batches per Lightning batch)"  # build()'s own wording
-    _require(_is_int(steps), key, "an integer", steps)
-    _require(steps >= 1, key, ">= 1", steps)
+    try:
+        check_steps_per_batch(cfg.get("steps_per_batch", 1))
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
     resume = cfg.get("resume", True)
     _require(isinstance(resume, bool), "resume", "true or false", resume)
     weights = cfg.get("test_weights", "last")
@@ -177,13 +180,14 @@ def check_partials(cfg: DictConfig) -> None:
     import torch  # see check_knobs: this module stays importable without torch
     from torch import nn
 
+    from fcn_research.model import checked_activation
+
     if cfg.get("activation") is not None:
         act = _build_partial("activation", cfg.activation)
-        if not isinstance(act, nn.Module):
-            raise ConfigError(
-                f"activation ({cfg.activation.get('_target_', '?')}) must build an nn.Module, "
-                f"got {type(act).__name__}; is the config node missing `_partial_: true`?"
-            )
+        try:
+            checked_activation(act)
+        except TypeError as err:
+            raise ConfigError(f"activation ({cfg.activation.get('_target_', '?')}): {err}") from err
     if cfg.get("optimizer") is not None:
         _build_partial("optimizer", cfg.optimizer, [nn.Parameter(torch.zeros(1))])
     if cfg.get("initializer") is not None:
@@ -227,8 +231,6 @@ def _arguments(target: str) -> frozenset[str] | None:
 def _global_knobs() -> frozenset[str]:
     """Top-level keys that conf/train.yaml or a ``_global_`` option (a launcher preset, an
     experiment) defines: what ``++key=value`` may set."""
-    from fcn_research.cli import CONF_DIR  # light, but loads the resolvers
-
     keys: set[str] = set()
     for path in [CONF_DIR / "train.yaml", *sorted(CONF_DIR.glob("*/*.yaml"))]:
         text = path.read_text(encoding="utf-8")

@@ -20,7 +20,8 @@ from fcn_research.callbacks.gradients import grad_norms, probe_gradients
 from fcn_research.callbacks.neurons import neuron_stats
 from fcn_research.callbacks.probe import sample_probe, to_host
 from fcn_research.callbacks.theory import theory_section
-from fcn_research.train import CONF_DIR, build
+from fcn_research.run_dirs import CONF_DIR
+from fcn_research.train import build
 
 USAGE = """usage: python scripts/inspect_init.py [override ...]
 Same overrides as train.py (e.g. activation=sigmoid depth=7 initializer=constant_layer).

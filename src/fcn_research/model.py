@@ -33,6 +33,17 @@ def hidden_widths(width: int | Sequence[int], depth: int) -> list[int]:
     return widths
 
 
+def checked_activation(act: object) -> nn.Module:
+    """``act`` (one call of an activation config's partial) if it is an ``nn.Module``; else
+    ``TypeError``: the one place this rule is checked."""
+    if not isinstance(act, nn.Module):
+        raise TypeError(
+            f"activation must build an nn.Module, got {type(act).__name__}; "
+            "is the config node missing `_partial_: true`?"
+        )
+    return act
+
+
 class MLP(nn.Module):
     """A stack of ``depth`` Linear layers with an activation after every hidden one.
 
@@ -57,12 +68,7 @@ class MLP(nn.Module):
         self.activations = nn.ModuleList()
         fan_in = in_features
         for w in widths:
-            act = activation()
-            if not isinstance(act, nn.Module):
-                raise TypeError(
-                    f"activation must build an nn.Module, got {type(act).__name__}; "
-                    "is the config node missing `_partial_: true`?"
-                )
+            act = checked_activation(activation())
             pool = pool_size(act)
             self.linears.append(nn.Linear(fan_in, w * pool))
             self.activations.append(act)

@@ -9,7 +9,8 @@ seed: a stack holds one copy of one dataset, which its members walk in their own
 stack of one (its activation is probed once, with torch imported then), ``group_stacks``
 groups a sweep's jobs. The launcher
 (``hydra_plugins.fcn_stacked_launcher``) writes each stack's manifest
-(``<sweep dir>/.stacks/stack_NNN/manifest.yaml``) and runs ``run_stack`` on it as one job.
+(``<sweep dir>/.stacks/stack_NNN/manifest.yaml``) and runs ``fcn_research.job.run_stack`` on
+it as one job.
 
 This module imports neither torch nor Lightning: Hydra loads it with the launcher plugin
 whenever ``python train.py`` starts, ``--help`` included.
@@ -20,17 +21,13 @@ from __future__ import annotations
 import copy
 import functools
 import json
-import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 from hydra.conf import HydraConf
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict, read_write
-
-log = logging.getLogger(__name__)
 
 STACKS_DIR = ".stacks"  # under the sweep dir: one folder per stack, no run in it
 MANIFEST_FILE = "manifest.yaml"
@@ -164,14 +161,19 @@ def activation_reason(cfg: DictConfig) -> str | None:
 def _probed_activation(key: str) -> str | None:
     from hydra.utils import instantiate
 
-    from fcn_research.model import activation_stack_refusal, hidden_widths, pool_size
+    from fcn_research.model import (
+        activation_stack_refusal,
+        checked_activation,
+        hidden_widths,
+        pool_size,
+    )
 
     node, width, depth = json.loads(key)
     try:
         widths = hidden_widths(width, depth)
         if not widths:  # a perceptron has no activation
             return None
-        activation = instantiate(node)()
+        activation = checked_activation(instantiate(node)())
         return activation_stack_refusal(activation, widths[0] * pool_size(activation))
     except Exception as err:  # a bad activation fails in its own job, recorded there
         return f"its activation could not be probed ({type(err).__name__}: {err})"
@@ -230,22 +232,3 @@ def read_manifest(path: str | Path) -> tuple[dict[str, Any], list[DictConfig]]:
             cfg.hydra = OmegaConf.merge(typed, node["hydra"])
         members.append(cfg)
     return manifest["stack"], members
-
-
-def run_stack(cfg: DictConfig) -> list[dict[str, Any]]:
-    """A stack job's task function: train the members of ``cfg.stack_manifest`` together and
-    return their results in order (a failure is in the results, not raised)."""
-    from fcn_research import train as training
-    from fcn_research.results import read_result
-
-    if HydraConfig.initialized():
-        training.quiet_lightning(HydraConfig.get().verbose)
-    stack, members = read_manifest(cfg.stack_manifest)
-    try:
-        results = training.train_stack(members, stack)
-    except Exception:  # as run_job: the sweep goes on, and its status shows these members
-        log.exception("%s failed; the sweep goes on", stack["id"])
-        results = [read_result(m.output_dir) or {"status": "failed"} for m in members]
-    for member, result in zip(members, results, strict=True):
-        log.info("%s %s: %s", stack["id"], member.hydra.sweep.subdir, training.summary(result))
-    return list(results)

@@ -10,6 +10,7 @@ import os
 import pickle
 import re
 import time
+from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -288,9 +289,9 @@ class LastCheckpoint(ModelCheckpointHooks):
     an interrupted job loses at most ``min_interval_s`` of work, and since training is
     deterministic it resumes to the same result.
 
-    In a stack of several members (``member_dirs`` set by ``train_stack``) every member gets
-    its own ``last.ckpt`` in its own job dir (``split_checkpoint``), so a re-run sweep can
-    resume each member whatever stack it lands in.
+    In a stack of several members (``set_member_dirs``) every member gets its own
+    ``last.ckpt`` in its own job dir (``split_checkpoint``), so a re-run sweep can resume each
+    member whatever stack it lands in.
 
     Args:
         dirpath: the checkpoint directory (the job's ``checkpoints/``).
@@ -312,6 +313,11 @@ class LastCheckpoint(ModelCheckpointHooks):
         self._written_at = -math.inf
         self.member_dirs: list[Path] = []
         self._events_due = False
+
+    def set_member_dirs(self, dirs: Sequence[Path]) -> None:
+        """Write one checkpoint per member of a stack, member m's into ``dirs[m]`` (its job's
+        ``checkpoints/``); called by the fit before training, in member order."""
+        self.member_dirs = list(dirs)
 
     @cached_property
     def state_key(self) -> str:  # type: ignore[override]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,8 +58,13 @@ class TheoryPredictions(L.Callback):
         self.initializer = initializer
         self.job_dir = Path(job_dir)
         self.probe_size = probe_size
-        # A stack's members, each with its own initializer and job dir (set by train_stack).
+        # A stack's members, each with its own initializer and job dir (``set_members``).
         self.members: list[tuple[object, Path]] = []
+
+    def set_members(self, members: Sequence[tuple[object, Path]]) -> None:
+        """Predict for each member of a stack: ``(initializer, job_dir)`` per member, in member
+        order; called by the fit before training."""
+        self.members = list(members)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.global_rank != 0:

@@ -34,6 +34,17 @@ _SPLIT_AND_BATCHING = frozenset(
 _COPY_ELEMENTS = 1 << 26
 
 
+def check_steps_per_batch(steps: Any) -> int:
+    """``steps`` if it is a valid ``steps_per_batch``; else ``ValueError`` (the one place this
+    rule is checked: the config checks call it too)."""
+    key = "steps_per_batch (mini-batches per Lightning batch)"
+    if not isinstance(steps, int) or isinstance(steps, bool):
+        raise ValueError(f"{key} must be an integer, got {steps!r}")
+    if steps < 1:
+        raise ValueError(f"{key} must be >= 1, got {steps!r}")
+    return steps
+
+
 class TensorBatches:
     """An epoch of mini-batches sliced from in-memory tensors (a DataLoader without workers).
 
@@ -65,10 +76,8 @@ class TensorBatches:
         rank_world: Callable[[], tuple[int, int]] | None = None,
         group: int = 1,
     ) -> None:
-        if group < 1:
-            raise ValueError(f"steps_per_batch (batches per group) must be >= 1, got {group}")
         self.x, self.y = x, y
-        self.group = group
+        self.group = check_steps_per_batch(group)
         self.batch_size = min(batch_size, len(x))
         self.shuffle = shuffle
         self.seeds = list(seeds)

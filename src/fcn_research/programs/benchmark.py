@@ -24,7 +24,9 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 
-from fcn_research.train import CONF_DIR, build_data, build_network, train, train_stack
+from fcn_research.fit import build_data, build_network
+from fcn_research.run_dirs import CONF_DIR
+from fcn_research.train import train, train_stack
 
 ROOT = Path(__file__).resolve().parents[3]
 

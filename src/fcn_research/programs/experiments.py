@@ -503,7 +503,8 @@ def _parameters(result: Result) -> int:
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from fcn_research.train import CONF_DIR, build
+    from fcn_research.run_dirs import CONF_DIR
+    from fcn_research.train import build
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR), job_name="train"):

@@ -32,7 +32,6 @@ from fcn_research.stacking import (
     MANIFEST_FILE,
     STACKS_DIR,
     group_stacks,
-    run_stack,
     solo_reason,
     write_manifest,
 )
@@ -41,7 +40,7 @@ log = logging.getLogger(__name__)
 
 # The launcher's own knobs (conf/launcher/stacked.yaml): not passed on to the stack_on preset.
 OWN_KNOBS = ("launcher", "max_members", "stack_on")
-VAL_METRICS = ("val/acc", "val/mse")  # a job's return value, as fcn_research.train.run_job's
+VAL_METRICS = ("val/acc", "val/mse")  # a job's return value, as fcn_research.job.run_job's
 
 
 @dataclass
@@ -102,7 +101,7 @@ class StackedLauncher(Launcher):
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
     ) -> None:
-        # The task function is train.py's run_job; stacks run fcn_research.stacking.run_stack.
+        # The task function is train.py's run_job; stacks run fcn_research.job.run_stack.
         self.config = config
         self.hydra_context = hydra_context
         message = self._refusal()
@@ -243,6 +242,9 @@ class StackedLauncher(Launcher):
             )
         first = self.stacks_launched
         self.stacks_launched += len(stacks)
+        # Imported here: it imports the training code, and Hydra loads this plugin at --help.
+        from fcn_research.job import run_stack
+
         launcher = Plugins.instance().instantiate_launcher(
             hydra_context=self.hydra_context, task_function=run_stack, config=stack_config
         )

@@ -34,6 +34,7 @@ from fcn_research.evaluation import best_val_checkpoint, evaluate_test
 from fcn_research.hparams import flat_hparams, job_overrides
 from fcn_research.model import MLP, StackedMLP
 from fcn_research.module import FCNModule
+from fcn_research.private_internals import set_logging_step
 from fcn_research.recording import ResultRecorder
 from fcn_research.results import RESULT_FILE, read_result, write_json_atomic
 from fcn_research.resume import CHECKPOINT, already_final, checkpoint_to_resume, keep_resumed_events
@@ -369,7 +370,7 @@ def _fit(live: list[Member], datamodule: InMemoryDataModule, nets: list[MLP]) ->
         # would with trainer.validate after fit, logged at the final step (Lightning's
         # logging counter, as the module keeps it, moved one past it at the epoch's end;
         # under ddp_spawn this process's trainer never counted: the recorded step).
-        trainer.fit_loop.epoch_loop._batches_that_stepped = first.result["global_step"]
+        set_logging_step(trainer, first.result["global_step"])
         trainer.validate(module, datamodule=datamodule, verbose=False)
         first.take_recorded()
     if evaluate_test(trainer, module, datamodule, first.cfg, first.result["global_step"]):

@@ -139,3 +139,14 @@ def test_no_modules_import_each_other_in_a_circle():
 
     for name in sorted(graph):
         visit(name, [])
+
+
+def test_the_architecture_page_names_every_module_on_its_floor():
+    """docs/architecture.md draws the floors above: each floor's heading and each module on it."""
+    page = (SRC.parent / "docs" / "architecture.md").read_text()
+    sections = page.split("\n## ")[1:]
+    for level, (title, members) in enumerate(FLOORS):
+        section = sections[level]
+        assert section.lower().startswith(f"{level + 1}. {title.split(':')[0]}"), section[:60]
+        missing = [m for m in members if f"`{m}`" not in section]
+        assert not missing, f"docs/architecture.md's floor {level + 1} does not name {missing}"

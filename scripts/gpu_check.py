@@ -1,4 +1,4 @@
-"""The device check (issue 18): sweep, instruments, determinism, throughput and packing on
+"""The device check: sweep, instruments, determinism, throughput and packing on
 one CUDA GPU, in under 8 minutes; writes <out>/gpu_check.json and <out>/gpu_check.md.
 
     python scripts/gpu_check.py --out outputs/gpu_check           # the full check

@@ -1,4 +1,4 @@
-"""scripts/gpu_check.py's logic, run on the CPU with tiny sizes (the GPU run is issue 18's)."""
+"""scripts/gpu_check.py's logic, run on the CPU with tiny sizes (its real run needs CUDA)."""
 
 from __future__ import annotations
 

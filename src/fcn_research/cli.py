@@ -1,7 +1,7 @@
 """``python train.py``: the ``@hydra.main`` entry point, light enough to answer at once.
 
 ``--help`` and ``--cfg job`` only compose the config, so this module, its resolvers and the
-Hydra callbacks in ``conf/train.yaml`` import neither torch nor Lightning (~5 s); the
+Hydra callbacks in ``conf/train.yaml`` import neither torch nor Lightning (seconds to load); the
 training code is imported inside ``main`` when a job runs.
 """
 

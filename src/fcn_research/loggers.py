@@ -48,8 +48,8 @@ class TensorBoardLogger(_LightningTensorBoardLogger):
     numbers is written as one TensorBoard record (Lightning's writes one per tag), with the
     values ``add_scalar`` would write.
 
-    Lightning calls ``save()`` after every ``log_metrics``: twice an epoch here, ~3 % of a
-    small network's run on digits' 23-step epochs. TensorBoard watching a live run sees new
+    Lightning calls ``save()`` after every ``log_metrics``: twice an epoch here, a file write
+    each time, which short epochs of a small network feel. TensorBoard watching a live run sees new
     points at most ``flush_interval_s`` late; ``finalize`` (end of fit) always flushes.
 
     Args:

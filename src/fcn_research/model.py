@@ -104,8 +104,8 @@ class StackedLinear(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if self.weight.shape[0] == 1:
-            # A stack of one: the solo Linear's own kernel (addmm), ~10 % faster on CPU than
-            # a batched product of one, and the solo run's numbers bit for bit. (squeeze, not
+            # A stack of one: the solo Linear's own kernel (addmm), faster on a CPU than a
+            # batched product of one, and the solo run's numbers bit for bit. (squeeze, not
             # [0]: its backward is a view, where indexing's allocates a zero-filled copy.)
             x = x.squeeze(0) if x.dim() == 3 else x
             return F.linear(x, self.weight.squeeze(0), self.bias.squeeze(0)).unsqueeze(0)

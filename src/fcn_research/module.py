@@ -30,8 +30,8 @@ def backward_is_plain(trainer: L.Trainer, module: L.LightningModule) -> bool:
     """Whether Lightning's ``manual_backward`` would do nothing but ``loss.backward()``.
 
     True on one device at 32-bit precision, with no profiler and no callback or module hook
-    on backward: then its hook dispatch (two hooks x every callback, every optimizer step:
-    ~4 % of a small MLP's step on CPU) has no listener and can be skipped. Anything else
+    on backward: then its hook dispatch (two hooks x every callback, every optimizer step,
+    felt in a small MLP's step) has no listener and can be skipped. Anything else
     (DDP, mixed precision, a user's ``on_after_backward``) keeps Lightning's path.
     """
     strategy = trainer.strategy
@@ -304,7 +304,7 @@ class FCNModule(L.LightningModule):
         self._log_evaluation("val")
 
     def _log_evaluation(self, split: str) -> None:
-        # Two logs per epoch, not two per batch: Lightning's self.log costs ~0.3 ms a call.
+        # Two logs per epoch, not two per batch: each Lightning self.log call has a fixed cost.
         sums = self._val_sums
         if sums["samples"]:
             # On the progress bar: validation ends before the bar's epoch-end refresh (train/*,

@@ -285,7 +285,7 @@ class LastCheckpoint(ModelCheckpointHooks):
     ``min_interval_s`` seconds passed since training started or since the last write, and
     always after the final epoch.
 
-    Short epochs (digits: 23 steps) would otherwise spend ~5% of the run writing checkpoints;
+    Short epochs (digits: 23 steps) would otherwise spend much of the run writing checkpoints;
     an interrupted job loses at most ``min_interval_s`` of work, and since training is
     deterministic it resumes to the same result.
 

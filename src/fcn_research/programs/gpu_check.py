@@ -1,4 +1,4 @@
-"""The device check of issue 18: the sweep, the instruments, determinism, throughput and
+"""The device check: the sweep, the instruments, determinism, throughput and
 packing measured on one CUDA GPU, as one JSON of figures plus a short human summary.
 
 Every item runs in its own child process with a timeout taken from one total budget, so a
@@ -81,11 +81,11 @@ QUICK = Sizes(
 )
 
 
-# ---------------------------------------------------------------- DESIGN.md's tags
+# ---------------------------------------------------------------- the tags docs/tags.md lists
 
 
 def design_tags(depth: int, metric: str = "acc", test: bool = False) -> dict[str, set[str]]:
-    """Every TensorBoard tag DESIGN.md names for a run of ``depth`` Linear layers: scalars
+    """Every TensorBoard tag docs/tags.md names for a run of ``depth`` Linear layers: scalars
     and histograms. ``metric``: ``acc`` (classification) or ``mse`` (regression); ``test``:
     the dataset has a test split."""
     layers = [f"layer_{i:02d}" for i in range(1, depth + 1)]
@@ -116,7 +116,7 @@ def _events(job_dir: Path) -> Any:
 
 
 def missing_tags(job_dir: Path) -> list[str]:
-    """The DESIGN.md tags absent from a job's TensorBoard events (its result.json says the
+    """The docs/tags.md tags absent from a job's TensorBoard events (its result.json says the
     depth, the task's metric and whether a test split was evaluated)."""
     result = read_result(job_dir) or {}
     metrics = result.get("metrics", {})
@@ -260,7 +260,7 @@ def _sweep_cli(run: ItemRun, args: list[str], sweep_dir: Path) -> dict[str, Any]
 
 
 def item_sweep(run: ItemRun) -> None:
-    """Item 1: the sweep of DESIGN.md on the device (accelerator auto)."""
+    """Item 1: the README's sweep on the device (accelerator auto)."""
     figures = _sweep_cli(run, run.sizes.sweep, run.out / "sweep")
     jobs = figures["jobs"]
     expected = math.prod(len(arg.split("=", 1)[1].split(",")) for arg in run.sizes.sweep)
@@ -285,7 +285,7 @@ def _train(overrides: list[str], out: Path) -> tuple[dict[str, Any], float]:
 
 
 def item_instruments(run: ItemRun) -> None:
-    """Item 2: every DESIGN.md tag, host synchronisations inside training steps, and the
+    """Item 2: every docs/tags.md tag, host synchronisations inside training steps, and the
     step-0 values against the CPU's for the same seed."""
     base = ["depth=3", f"max_epochs={run.sizes.instruments_epochs}", "seed=0"]
     syncs = run.out / "instruments" / "host_syncs.json"

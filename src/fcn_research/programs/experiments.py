@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from fcn_research.programs.doc_commands import ROOT, run_sweep
-from fcn_research.results import RESULT_FILE
+from fcn_research.results import RESULT_FILE, write_atomic
 
 SEEDS = "seed=0,1,2"
 
@@ -831,10 +831,7 @@ def write(root: Path, out: Path, names: Sequence[str] = tuple(BY_NAME)) -> str:
     for name in names:
         lines += section(BY_NAME[name], root)
     text = "\n".join(lines)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(text)
-    tmp.replace(out)
+    write_atomic(out, text)
     return text
 
 

@@ -15,8 +15,7 @@ from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 from torch.utils.tensorboard.summary import hparams
 
 from fcn_research.callbacks.probe import member_writers
-from fcn_research.lr_search import SEED_KEY, TUNED_KEY
-from fcn_research.report.loading import MULTIRUN_FILE, swept_axes
+from fcn_research.sweeps import MULTIRUN_FILE, SEED_KEY, TUNED_KEY, swept_axes
 
 # Metrics shown per run in the HParams table; their values are the runs' last scalars.
 DEFAULT_METRICS = (

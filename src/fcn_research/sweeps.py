@@ -39,15 +39,18 @@ def canonical_value(key: str, value: str) -> str:
 
 
 def swept_axes(multirun: Path) -> tuple[dict[str, list[str]], bool]:
-    """Swept keys and their values from ``multirun.yaml``; False if some cannot be listed."""
+    """Swept keys and their values from ``multirun.yaml``; False if some cannot be listed.
+
+    As Hydra's sweeper does, a key set on the command line takes that value, not the one in
+    ``hydra.sweeper.params`` (``experiment=x depth=7`` runs depth 7 only)."""
     cfg = OmegaConf.load(multirun)
-    lines = [str(x) for x in OmegaConf.select(cfg, "hydra.overrides.task", default=None) or []]
+    task = [str(x) for x in OmegaConf.select(cfg, "hydra.overrides.task", default=None) or []]
     params = OmegaConf.select(cfg, "hydra.sweeper.params", default=None) or {}
-    lines += [f"{k}={v}" for k, v in params.items()]
+    parsed = [parse_override(line) for line in task]
+    on_command_line = {o.key_or_group for o in parsed if o is not None}
+    parsed += [parse_override(f"{k}={v}") for k, v in params.items() if k not in on_command_line]
     axes: dict[str, list[str]] = {}
-    enumerable = True
-    for line in lines:
-        override = parse_override(line)
+    for override in parsed:
         if override is None or not override.is_sweep_override():
             continue
         key = override.key_or_group
@@ -55,5 +58,4 @@ def swept_axes(multirun: Path) -> tuple[dict[str, list[str]], bool]:
             axes[key] = [canonical_value(key, s) for s in override.sweep_string_iterator()]
         except (HydraException, TypeError, ValueError):
             axes[key] = []
-            enumerable = False
-    return axes, enumerable
+    return axes, all(axes.values())

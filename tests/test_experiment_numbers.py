@@ -8,8 +8,12 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
+from scipy import stats
 
+from fcn_research.programs.experiment_page import compared, fmt, load, verdict
 from fcn_research.programs.experiments import BY_NAME, ROOT, run, section
+from fcn_research.results import write_json_atomic
 
 DOC = ROOT / "docs" / "experiments.md"
 NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:e[-+]?\d+)?")
@@ -57,6 +61,40 @@ def test_script_refuses_a_missing_sweep_naming_it(run_cli, tmp_path):
     proc = run_cli(str(tmp_path), "--only", "pruning", script="scripts/experiments.py", check=False)
     assert proc.returncode == 2
     assert f"no result.json under {tmp_path / 'pruning' / '0'}" in proc.stderr
+
+
+def _results(accs: dict[int, float]) -> list[dict]:
+    return [{"hparams": {"seed": s}, "metrics": {"val/acc": v}} for s, v in accs.items()]
+
+
+def test_a_verdict_is_the_reports_test_named_with_its_p_value():
+    # Ranges that do not overlap, yet three paired differences that vary: not told apart.
+    a, b = [0.90, 0.91, 0.99], [0.80, 0.89, 0.895]
+    p = stats.ttest_rel(a, b).pvalue
+    assert 0.05 < p < 0.2 and min(a) > max(b)
+    text = verdict(
+        "a", "b", compared(_results(dict(enumerate(a))), _results(dict(enumerate(b))), "val/acc")
+    )
+    assert text == f"not distinguishable (paired t, n = 3, p = {fmt(p)})"
+    # Different seeds: Welch's test; the higher one named.
+    low = _results({5: 0.70, 6: 0.71, 7: 0.69})
+    p = stats.ttest_ind(a, [0.70, 0.71, 0.69], equal_var=False).pvalue
+    text = verdict("a", "low", compared(_results(dict(enumerate(a))), low, "val/acc"))
+    assert text == f"a higher (Welch t, n = 3 vs 3, p = {fmt(p)})"
+
+
+def test_a_sweep_with_a_job_not_run_is_refused_naming_it(tmp_path):
+    """The page reads a sweep as the report does: a job multirun.yaml lists but that never ran
+    is named, not left out of the seeds quietly."""
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    (sweep / "multirun.yaml").write_text(
+        yaml.safe_dump({"hydra": {"overrides": {"task": ["seed=0,1"]}}})
+    )
+    result = {"status": "completed", "overrides": ["seed=0"], "hparams": {"seed": 0}, "metrics": {}}
+    write_json_atomic(sweep / "seed=0" / "result.json", result)
+    with pytest.raises(ValueError, match="job seed=1: status 'not started', expected completed"):
+        load(sweep)
 
 
 @pytest.mark.parametrize("name", list(BY_NAME))

@@ -17,6 +17,7 @@ from matplotlib.figure import Figure
 
 from fcn_research.report import figures as report_figures
 from fcn_research.report import fmt, main, write_report
+from fcn_research.report.loading import load_sweep
 from fcn_research.results import read_result, write_json_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -188,6 +189,25 @@ def test_missing_diverged_and_not_started_jobs_are_shown(sweep: Path) -> None:
     assert f"| {jobs[1].name} | diverged |" in md
     # jobs[0] and jobs[1] are relu, depth=2, seeds 0 and 1: nothing completed is left to average.
     assert "| relu | 1 diverged, 1 missing |" in md
+
+
+def test_a_key_set_on_the_command_line_overrides_the_sweepers_params(tmp_path: Path) -> None:
+    """``-m experiment=x depth=7 seed=0,1`` where x sweeps depth and activation: Hydra runs
+    depth 7 only, so no other depth is reported as not started."""
+    jobs = [
+        {"overrides": [f"activation={a}", "depth=7", f"seed={s}"], "hparams": {"seed": s}}
+        for a in ("relu", "tanh")
+        for s in (0, 1)
+    ]
+    sweep = write_fake_sweep(tmp_path / "sweep", [], jobs)
+    hydra = {
+        "overrides": {"task": ["experiment=x", "depth=7", "seed=0,1"]},
+        "sweeper": {"params": {"depth": "2,7", "activation": "relu,tanh"}},
+    }
+    (sweep / "multirun.yaml").write_text(yaml.safe_dump({"hydra": hydra}))
+    loaded = load_sweep(sweep)
+    assert loaded.axes == {"seed": ["0", "1"], "activation": ["relu", "tanh"]}
+    assert sorted(job.status for job in loaded.jobs) == ["completed"] * 4
 
 
 def test_not_a_sweep_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

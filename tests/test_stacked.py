@@ -4,6 +4,8 @@ gives (to float32 tolerance), with per-member optimizers, isolation and resume."
 from __future__ import annotations
 
 import functools
+import importlib
+import inspect
 import json
 import math
 
@@ -11,8 +13,15 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from fcn_research.callbacks import checkpoint as checkpoint_module
 from fcn_research.callbacks.checkpoint import merge_checkpoints, split_checkpoint
 from fcn_research.results import read_result
+from fcn_research.stack_spec import (
+    CALLBACK_MEMBER_STATE,
+    CHECKPOINT_MEMBER_LISTS,
+    MEMBER_KEYS,
+    MEMBER_OPTIMIZER_HPARAMS,
+)
 from fcn_research.stacked_optim import stack_refusal, stacked_optimizer
 from fcn_research.train import train, train_stack
 
@@ -217,6 +226,50 @@ def test_a_member_checkpoint_splits_and_joins_back():
     # One member alone resumes as a stack of one, with torch's own optimizer format.
     single = merge_checkpoints(parts[:1])
     assert single["optimizer_states"][0]["param_groups"][0]["lr"] == 0.1
+
+
+def _per_member(value, members: int) -> bool:
+    """Whether a checkpoint entry holds one value per member: a list of ``members`` values,
+    or a non-empty dict of such lists (one per tag)."""
+    if isinstance(value, dict):
+        return bool(value) and all(_per_member(v, members) for v in value.values())
+    return isinstance(value, list | tuple) and len(value) == members
+
+
+@pytest.mark.parametrize("target", list(MEMBER_OPTIMIZER_HPARAMS))
+def test_the_stack_spec_lists_what_each_stacked_optimizer_keeps_per_member(target):
+    module, _, name = target.rpartition(".")
+    cls = getattr(importlib.import_module(module), name)
+    factories = [functools.partial(cls, lr=0.1), functools.partial(cls, lr=0.2)]
+    opt = stacked_optimizer(factories, [torch.nn.Parameter(torch.zeros(2, 3))])
+    (group,) = opt.param_groups
+    kept = {k for k, v in group.items() if k != "params" and _per_member(v, 2)}
+    assert kept == set(MEMBER_OPTIMIZER_HPARAMS[target])
+    # Each is a keyword of torch's own optimizer, and a config key members may differ in.
+    assert kept <= set(inspect.signature(cls).parameters)
+    assert {f"optimizer.{k}" for k in kept} <= set(MEMBER_KEYS)
+
+
+def test_a_stacks_checkpoint_holds_per_member_entries_only_where_the_spec_says(
+    make_cfg, tmp_path, monkeypatch
+):
+    """What a real stack's checkpoint holds per member is what split and join carry."""
+    seen = []
+    split = checkpoint_module.split_checkpoint
+    monkeypatch.setattr(
+        checkpoint_module, "split_checkpoint", lambda c, m: seen.append(c) or split(c, m)
+    )
+    args = ["max_epochs=1", "callbacks.model_checkpoint.min_interval_s=0"]
+    cfgs = [make_cfg(*args, f"seed={s}", output_dir=tmp_path / str(s)) for s in range(3)]
+    assert [r["status"] for r in train_stack(cfgs)] == ["completed"] * 3
+    checkpoint = seen[-1]
+    assert {k for k, v in checkpoint.items() if _per_member(v, 3)} == set(CHECKPOINT_MEMBER_LISTS)
+    groups = [g for opt in checkpoint["optimizer_states"] for g in opt["param_groups"]]
+    kept = {k for g in groups for k, v in g.items() if k != "params" and _per_member(v, 3)}
+    assert kept == set(MEMBER_OPTIMIZER_HPARAMS["torch.optim.Adam"])  # the default optimizer
+    states = checkpoint["callbacks"].values()
+    kept = {k for state in states for k, v in state.items() if _per_member(v, 3)}
+    assert kept == set(CALLBACK_MEMBER_STATE)
 
 
 @pytest.mark.parametrize(

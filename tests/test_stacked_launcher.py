@@ -22,6 +22,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from fcn_research.report.loading import load_sweep
 from fcn_research.results import read_result
 from fcn_research.run_dirs import CONF_DIR
+from fcn_research.stack_spec import MEMBER_OPTIMIZER_HPARAMS
 from fcn_research.stacking import group_stacks, solo_reason, stack_key
 from fcn_research.train import train
 from hydra_plugins.fcn_stacked_launcher.stacked_launcher import StackedLauncher
@@ -75,6 +76,29 @@ def test_members_may_differ_in_seed_initializer_and_optimizer_numbers(make_cfg, 
 )
 def test_anything_else_starts_a_new_stack(make_cfg, other):
     assert stack_key(make_cfg(*other)) != stack_key(make_cfg())
+
+
+# A second value of each optimizer setting a stacked optimizer keeps per member.
+OTHER_VALUE = {
+    "lr": "0.5",
+    "momentum": "0.5",
+    "dampening": "0.1",
+    "weight_decay": "0.1",
+    "betas": "[0.8,0.99]",
+    "eps": "1e-6",
+}
+
+
+@pytest.mark.parametrize(
+    ("target", "key"), [(t, k) for t, keys in MEMBER_OPTIMIZER_HPARAMS.items() for k in keys]
+)
+def test_jobs_that_differ_in_a_per_member_optimizer_setting_share_a_stack(make_cfg, target, key):
+    group = "optimizer=sgd" if target.endswith("SGD") else "optimizer=adam"
+    base = [group, f"optimizer._target_={target}"]
+    assert solo_reason(make_cfg(*base)) is None
+    assert stack_key(make_cfg(*base, f"++optimizer.{key}={OTHER_VALUE[key]}")) == stack_key(
+        make_cfg(*base)
+    )
 
 
 def test_sgd_momentum_stacks_with_plain_sgd(make_cfg):

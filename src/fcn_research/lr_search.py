@@ -35,7 +35,8 @@ from pathlib import Path
 from typing import Any
 
 from fcn_research.config_checks import ConfigError
-from fcn_research.results import RESULT_FILE, read_result
+from fcn_research.results import RESULT_FILE, read_result, write_atomic
+from fcn_research.sweeps import SEED_KEY, TUNED_KEY
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +46,6 @@ BEST_LR_MD = "best_lr.md"
 # The validation metric a trial maximises, and its sign: accuracy up, mean squared error down.
 VAL_METRICS = {"val/acc": 1.0, "val/mse": -1.0}
 TEST_METRICS = ("test/acc", "test/mse")
-# What the search sets in every job: a grid that sweeps lr itself would search nothing.
-TUNED_KEY = "lr"
-SEED_KEY = "seed"
 JOB_DIR = "job_dir"
 # best_lr.csv's column of the job dirs the report shows for the cell, separated by JOBS_SEP.
 JOBS = "jobs"
@@ -346,9 +344,6 @@ def best_rows(
 
 def write_best_lr(sweep_dir: Path, rows: Sequence[dict[str, Any]]) -> list[Path]:
     """``best_lr.csv`` and ``best_lr.md`` in the sweep dir (each written atomically)."""
-    # Here, not at the top: the report imports this module's names for best_lr.csv.
-    from fcn_research.report.tables import write_text
-
     fields = list(dict.fromkeys(k for row in rows for k in row))
     shown = [f for f in fields if f != JOBS]  # job dir names: for the report, too long to read
     buffer = io.StringIO()
@@ -367,5 +362,5 @@ def write_best_lr(sweep_dir: Path, rows: Sequence[dict[str, Any]]) -> list[Path]
     ]
     paths = [sweep_dir / BEST_LR_CSV, sweep_dir / BEST_LR_MD]
     for path, text in zip(paths, [buffer.getvalue(), "\n".join(lines) + "\n"], strict=True):
-        write_text(path, text)
+        write_atomic(path, text)
     return paths

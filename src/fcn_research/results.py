@@ -1,4 +1,5 @@
-"""The job's ``result.json``: written atomically (temp file + rename), read tolerantly."""
+"""The job's ``result.json``: written atomically (temp file + rename), read tolerantly; and the
+atomic write itself, which every file the project writes for others to read goes through."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypedDict
 
@@ -24,22 +27,35 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def write_json_atomic(path: str | os.PathLike[str], data: dict[str, Any]) -> None:
-    """Write ``data`` as JSON to ``path`` so readers never see a half-written file."""
+@contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """A temp path beside ``path`` for the block to write, renamed onto ``path`` when the block
+    ends and removed if it fails: a reader never sees half a file, a failed write keeps the old."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(_jsonable(data), f, indent=2, sort_keys=False, allow_nan=False)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
+        yield Path(tmp)
         os.chmod(tmp, 0o644)  # mkstemp makes it private; results are meant to be shared
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_atomic(path: str | os.PathLike[str], data: str | bytes) -> None:
+    """Write ``data`` (text as UTF-8) to ``path`` so readers never see a half-written file."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(data.encode() if isinstance(data, str) else data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def write_json_atomic(path: str | os.PathLike[str], data: dict[str, Any]) -> None:
+    """Write ``data`` as JSON to ``path`` so readers never see a half-written file."""
+    text = json.dumps(_jsonable(data), indent=2, sort_keys=False, allow_nan=False)
+    write_atomic(path, text + "\n")
 
 
 def read_result(job_dir: str | os.PathLike[str]) -> dict[str, Any] | None:

@@ -11,6 +11,7 @@ tensors broadcast over each member's slice.
 from __future__ import annotations
 
 import functools
+import importlib
 import inspect
 import math
 from collections.abc import Callable, Iterable, Sequence
@@ -19,12 +20,16 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from fcn_research.stack_spec import MEMBER_OPTIMIZER_HPARAMS
+
+
+def _class(target: str) -> type:
+    module, _, name = target.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
 # Keyword arguments that may differ between the members of one stack: numeric ones.
-NUMERIC = {
-    torch.optim.SGD: ("lr", "momentum", "dampening", "weight_decay"),
-    torch.optim.Adam: ("lr", "betas", "eps", "weight_decay"),
-    torch.optim.AdamW: ("lr", "betas", "eps", "weight_decay"),
-}
+NUMERIC = {_class(target): keys for target, keys in MEMBER_OPTIMIZER_HPARAMS.items()}
 # Options that the stacked versions implement only at these values (else: a stack of one).
 FIXED = {"maximize": False, "amsgrad": False, "differentiable": False, "capturable": False}
 # Options that choose torch's implementation only: the numbers are the same.

@@ -2,8 +2,8 @@
 
 A *stack* is a group of a sweep's jobs (its *members*) that run the same sequence of
 operations and so train as one model with a leading member dimension. Members may differ
-only in what changes the numbers, not the operations: the seed, the initializer and its
-parameters, the learning rate and the optimizer's numeric hyperparameters. (Not the data
+only in what changes the numbers, not the operations (``stack_spec.MEMBER_KEYS``: the seed,
+the initializer, the learning rate and the optimizer's numeric hyperparameters). (Not the data
 seed: a stack holds one copy of one dataset, which its members walk in their own orders.)
 ``stack_key`` says which jobs may share a stack, ``solo_reason`` why a job must run as a
 stack of one (its activation is probed once, with torch imported then), ``group_stacks``
@@ -29,28 +29,15 @@ import yaml
 from hydra.conf import HydraConf
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict, read_write
 
+from fcn_research.stack_spec import MEMBER_KEYS, STACKED_OPTIMIZERS
+
 STACKS_DIR = ".stacks"  # under the sweep dir: one folder per stack, no run in it
 MANIFEST_FILE = "manifest.yaml"
 
-# What members of one stack may differ in: these change the numbers, not the operations.
-MEMBER_KEYS = (
-    "seed",
-    "lr",
-    "initializer",
-    "optimizer.lr",
-    "optimizer.momentum",
-    "optimizer.dampening",
-    "optimizer.betas",
-    "optimizer.eps",
-    "optimizer.weight_decay",
-    "callbacks.theory.initializer",  # the theory instrument reads the member's own initializer
-)
 # Where and how a job runs; the launcher knobs are the sweep's override_dirname.exclude_keys.
 RUN_KEYS = ("output_dir", "resume", "num_threads")
 # Excluded from job names, yet one stack trains on one device: members must agree on it.
 SHARED_RUN_KEYS = ("trainer.accelerator",)
-# Optimizers with a stacked implementation (per-member lr and hyperparameters).
-STACKED_OPTIMIZERS = ("torch.optim.SGD", "torch.optim.Adam", "torch.optim.AdamW")
 # The project's own instruments (conf/callbacks/default.yaml): they compute on stacked tensors.
 OWN_CALLBACKS = "fcn_research.callbacks."
 SINGLE_DEVICE_STRATEGIES = ("auto", "single_device")

@@ -22,17 +22,15 @@ from torch import Tensor
 from fcn_research.callbacks.probe import member_writers
 from fcn_research.config_checks import ConfigError
 from fcn_research.private_internals import ModelCheckpointHooks, checkpoint_dict
-from fcn_research.results import write_json_atomic
+from fcn_research.results import atomic_path, write_json_atomic
+from fcn_research.stack_spec import (
+    CALLBACK_MEMBER_STATE,
+    CHECKPOINT_MEMBER_LISTS,
+    OPTIMIZER_MEMBER_LISTS,
+)
 
 log = logging.getLogger(__name__)
 
-# Callback state that holds one entry per member (the instruments' step-0 values and
-# histogram ranges): split and joined with the members.
-MEMBER_STATE_KEYS = ("init_metrics", "hist_ranges")
-# The module's per-member lists (FCNModule.on_save_checkpoint): split and joined likewise.
-MEMBER_LISTS = ("members_diverged", "members_stopped_at")
-# Optimizer hyperparameters that stacked optimizers keep as one value per member.
-MEMBER_HPARAMS = ("lr", "momentum", "dampening", "weight_decay", "betas", "eps")
 # Beside a job's last.ckpt: its TensorBoard event files as they stood when the epochs that
 # checkpoint holds had logged everything (name -> bytes), so a resumed job drops the rest.
 EVENTS_RECORD = "events.json"
@@ -103,7 +101,7 @@ def split_checkpoint(checkpoint: dict[str, Any], members: int) -> list[dict[str,
 
     Parameters and optimizer state carry the member dimension first (sliced), per-member
     optimizer hyperparameters are lists (sliced), the instruments' per-member state is
-    sliced by ``MEMBER_STATE_KEYS``; the loops' progress is the same for every member.
+    sliced by ``CALLBACK_MEMBER_STATE``; the loops' progress is the same for every member.
     """
     parts = []
     for m in range(members):
@@ -119,17 +117,22 @@ def split_checkpoint(checkpoint: dict[str, Any], members: int) -> list[dict[str,
                     for idx, state in opt["state"].items()
                 },
                 "param_groups": [
-                    {k: v[m : m + 1] if k in MEMBER_HPARAMS else v for k, v in group.items()}
+                    {
+                        k: v[m : m + 1] if k in OPTIMIZER_MEMBER_LISTS else v
+                        for k, v in group.items()
+                    }
                     for group in opt["param_groups"]
                 ],
             }
             for opt in checkpoint.get("optimizer_states", [])
         ]
         part["callbacks"] = {
-            key: {k: _slice_state(v, m) if k in MEMBER_STATE_KEYS else v for k, v in state.items()}
+            key: {
+                k: _slice_state(v, m) if k in CALLBACK_MEMBER_STATE else v for k, v in state.items()
+            }
             for key, state in checkpoint.get("callbacks", {}).items()
         }
-        for key in MEMBER_LISTS:
+        for key in CHECKPOINT_MEMBER_LISTS:
             if key in checkpoint:
                 part[key] = checkpoint[key][m : m + 1]
         parts.append(part)
@@ -162,7 +165,7 @@ def merge_checkpoints(parts: list[dict[str, Any]]) -> dict[str, Any]:
                 "param_groups": [
                     {
                         k: [x for other in others for x in other["param_groups"][g][k]]
-                        if k in MEMBER_HPARAMS
+                        if k in OPTIMIZER_MEMBER_LISTS
                         else v
                         for k, v in group.items()
                     }
@@ -172,12 +175,14 @@ def merge_checkpoints(parts: list[dict[str, Any]]) -> dict[str, Any]:
         )
     merged["callbacks"] = {
         key: {
-            k: _join_state([p["callbacks"][key][k] for p in parts]) if k in MEMBER_STATE_KEYS else v
+            k: _join_state([p["callbacks"][key][k] for p in parts])
+            if k in CALLBACK_MEMBER_STATE
+            else v
             for k, v in state.items()
         }
         for key, state in first.get("callbacks", {}).items()
     }
-    for key in MEMBER_LISTS:
+    for key in CHECKPOINT_MEMBER_LISTS:
         if all(key in p for p in parts):
             merged[key] = [d for p in parts for d in p[key]]
     return merged
@@ -201,7 +206,7 @@ def _as_member(checkpoint: dict[str, Any]) -> dict[str, Any]:
     for opt in checkpoint.get("optimizer_states", []):
         groups = []
         for group in opt["param_groups"]:
-            group = {k: [v] if k in MEMBER_HPARAMS else v for k, v in group.items()}
+            group = {k: [v] if k in OPTIMIZER_MEMBER_LISTS else v for k, v in group.items()}
             if "decoupled_weight_decay" in group:  # AdamW in torch; StackedAdam's `decoupled`
                 group["decoupled"] = group.pop("decoupled_weight_decay")
             groups.append(group)
@@ -270,7 +275,7 @@ def _as_single(checkpoint: dict[str, Any]) -> dict[str, Any]:
         groups = []
         for group in opt["param_groups"]:
             group = {
-                k: v[0] if k in MEMBER_HPARAMS and isinstance(v, list) else v
+                k: v[0] if k in OPTIMIZER_MEMBER_LISTS and isinstance(v, list) else v
                 for k, v in group.items()
             }
             if "decoupled" in group:  # StackedAdam's name for AdamW's decoupled weight decay
@@ -376,7 +381,6 @@ class LastCheckpoint(ModelCheckpointHooks):
         parts = split_checkpoint(checkpoint, len(self.member_dirs))
         for directory, part in zip(self.member_dirs, parts, strict=True):
             directory.mkdir(parents=True, exist_ok=True)
-            tmp = directory / ".last.ckpt.tmp"
-            torch.save(part, tmp)
-            os.replace(tmp, directory / "last.ckpt")  # atomic: a kill leaves the old one
+            with atomic_path(directory / "last.ckpt") as tmp:  # a kill leaves the old one
+                torch.save(part, tmp)
         self.record_saved(trainer, str(self.member_dirs[0] / "last.ckpt"))

@@ -12,8 +12,7 @@ from lightning.pytorch.callbacks import Callback
 from omegaconf import OmegaConf
 
 from fcn_research.callbacks.probe import member_writers
-from fcn_research.lr_search import SEED_KEY, TUNED_KEY
-from fcn_research.report.loading import MULTIRUN_FILE, swept_axes
+from fcn_research.sweeps import MULTIRUN_FILE, SEED_KEY, TUNED_KEY, swept_axes
 from fcn_research.tensorboard_adapter import write_hparams
 
 # Metrics shown per run in the HParams table; their values are the runs' last scalars.

@@ -11,9 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -22,24 +20,11 @@ import torch
 from torch import Tensor
 
 from fcn_research.data.base import InMemoryDataModule
+from fcn_research.results import atomic_path
 
 log = logging.getLogger(__name__)
 
 ARRAYS = ("x", "y", "x_test", "y_test")
-
-
-def _write_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """``np.savez`` through a temp file and a rename: a concurrent job never reads half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".npz.tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class MNIST1D(InMemoryDataModule):
@@ -135,7 +120,9 @@ class MNIST1D(InMemoryDataModule):
             else:
                 self._arrays = self._make()
                 if path is not None:
-                    _write_npz_atomic(path, self._arrays)
+                    # Through a temp file: a concurrent job never reads half a file.
+                    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+                        np.savez(f, **self._arrays)
                     log.info("mnist1d: generated and cached in %s", path)
         return self._arrays
 

@@ -77,8 +77,8 @@ from fcn_research.report.tables import (
     print_report,
     report_metrics,
     summary_rows,
-    write_text,
 )
+from fcn_research.results import write_atomic
 
 __all__ = [
     "NotASweepError",
@@ -102,7 +102,7 @@ def _write_csv(path: Path, rows: list[dict[str, Any]], empty: list[str]) -> None
     writer = csv.DictWriter(buffer, fieldnames=list(rows[0]) if rows else empty)
     writer.writeheader()
     writer.writerows(rows)
-    write_text(path, buffer.getvalue())
+    write_atomic(path, buffer.getvalue())
 
 
 def _check_metrics(sweep: Sweep, metrics: Sequence[str]) -> None:
@@ -226,7 +226,7 @@ def write_report(
             report.notes.append(note)
         else:
             report.files.append(out / name)
-    write_text(out / "summary.md", markdown(report))
+    write_atomic(out / "summary.md", markdown(report))
     report.files.insert(1, out / "summary.md")
     return report
 

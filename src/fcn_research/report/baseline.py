@@ -8,9 +8,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from fcn_research.report.epochs import Summary
-from fcn_research.report.loading import REPLICATE_AXIS, ReportOptionError, Sweep, _canonical
+from fcn_research.report.loading import REPLICATE_AXIS, ReportOptionError, Sweep
 from fcn_research.report.stats import ALPHA, POWER, Comparison, compare
 from fcn_research.report.tables import cells, fmt
+from fcn_research.sweeps import canonical_value
 
 METHOD = (
     "Each cell is compared with the baseline cell that matches it on every other axis: a "
@@ -47,7 +48,7 @@ def parse_baseline(sweep: Sweep, text: str) -> tuple[str, str]:
         )
     if key not in sweep.config_axes:
         raise ReportOptionError(f"--baseline {text}: `{key}` is not swept; swept axes: {axes}")
-    value = _canonical(key, value)
+    value = canonical_value(key, value)
     if value not in sweep.axes[key]:
         raise ReportOptionError(
             f"--baseline {text}: {key} has no value {value} in this sweep; "

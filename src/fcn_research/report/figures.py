@@ -18,7 +18,8 @@ from matplotlib.figure import Figure
 from fcn_research.report.epochs import Summary, read_scalars
 from fcn_research.report.loading import REPLICATE_AXIS, Job, Sweep, chance_level
 from fcn_research.report.stats import clip_interval, metric_bounds, t_interval
-from fcn_research.report.tables import VAL_METRICS, fmt, pivots, write_atomic
+from fcn_research.report.tables import VAL_METRICS, fmt, pivots
+from fcn_research.results import atomic_path
 
 LINE_STYLES = ("-", "--", ":", "-.")
 MARKERS = ("o", "s", "^", "D", "v", "P")
@@ -27,7 +28,8 @@ DEAD_LAYER = re.compile(r"^neurons/dead_fraction/layer_(\d+)$")
 
 
 def _save(fig: Figure, path: Path) -> None:
-    write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=110, bbox_inches="tight"))
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
 
 
 def _accuracy_floor(sweep: Sweep, low: float) -> tuple[float, str]:

@@ -11,22 +11,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import Override
-from hydra.errors import HydraException
 from omegaconf import OmegaConf
 
 from fcn_research.results import RESULT_FILE, read_result
 from fcn_research.stacking import STACKS_DIR
+from fcn_research.sweeps import MULTIRUN_FILE, parse_override, swept_axes
 
 REPORT_DIR = "report"
-MULTIRUN_FILE = "multirun.yaml"
 REPLICATE_AXIS = "seed"
 MISSING = "missing"  # a job dir without result.json
 UNREADABLE = "unreadable"  # a result.json that cannot be parsed (truncated, not JSON)
 NOT_STARTED = "not started"  # in multirun.yaml, but no job dir
 DASH = "–"
-_PARSER = OverridesParser.create()
 
 
 class NotASweepError(ValueError):
@@ -82,47 +78,13 @@ class Sweep:
         return ", ".join(f"{a}={v}" for a, v in zip(self.config_axes, config, strict=True)) or "all"
 
 
-def _parse(line: str) -> Override | None:
-    try:
-        return _PARSER.parse_override(str(line))
-    except HydraException:
-        return None
-
-
-def _canonical(key: str, value: str) -> str:
-    # "depth=2" and "depth=02", "x=false" and "x=False" name the same job.
-    override = _parse(f"{key}={value}")
-    return str(override.value()) if override is not None else value
-
-
 def _override_values(lines: Iterable[str]) -> dict[str, str]:
     out: dict[str, str] = {}
     for line in lines:
-        override = _parse(line)
+        override = parse_override(line)
         if override is not None and not override.is_sweep_override():
             out[override.key_or_group] = str(override.value())
     return out
-
-
-def swept_axes(multirun: Path) -> tuple[dict[str, list[str]], bool]:
-    """Swept keys and their values from ``multirun.yaml``; False if some cannot be listed."""
-    cfg = OmegaConf.load(multirun)
-    lines = [str(x) for x in OmegaConf.select(cfg, "hydra.overrides.task", default=None) or []]
-    params = OmegaConf.select(cfg, "hydra.sweeper.params", default=None) or {}
-    lines += [f"{k}={v}" for k, v in params.items()]
-    axes: dict[str, list[str]] = {}
-    enumerable = True
-    for line in lines:
-        override = _parse(line)
-        if override is None or not override.is_sweep_override():
-            continue
-        key = override.key_or_group
-        try:  # interval() sweeps (Optuna, Nevergrad) have no finite list of values
-            axes[key] = [_canonical(key, s) for s in override.sweep_string_iterator()]
-        except (HydraException, TypeError, ValueError):
-            axes[key] = []
-            enumerable = False
-    return axes, enumerable
 
 
 def _dirname_values(name: str) -> dict[str, str]:

@@ -124,3 +124,18 @@ def test_the_logging_step_and_the_checkpoint_dict_on_a_trainer(tmp_path):
     assert "optimizer_states" not in checkpoint_dict(trainer, weights_only=True)
     set_logging_step(trainer, 42)
     assert trainer.fit_loop.epoch_loop._batches_that_stepped == 42
+
+
+def test_the_versions_table_is_what_is_installed_and_allowed():
+    """docs/lightning.md's table: each package's installed version and pyproject's range."""
+    import re
+    from importlib.metadata import version
+
+    root = Path(__file__).resolve().parents[1]
+    page = (root / "docs" / "lightning.md").read_text()
+    rows = re.findall(r"^\| (\S+) +\| (\S+) +\| `([^`]+)` +\|$", page, re.M)
+    assert {name for name, _, _ in rows} == {"lightning", "hydra-core", "torch", "tensorboard"}
+    pyproject = (root / "pyproject.toml").read_text()
+    for name, tested, allowed in rows:
+        assert version(name).split("+")[0] == tested, name
+        assert f'"{name}{allowed}"' in pyproject, (name, allowed)

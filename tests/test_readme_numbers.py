@@ -12,6 +12,7 @@ import pytest
 from fcn_research.programs.readme_numbers import (
     BLOCK,
     BY_NAME,
+    CHECKED,
     MEASURED,
     blocks_of,
     differences,
@@ -55,7 +56,7 @@ def test_each_blocks_commands_are_shown_above_it():
 
 def test_every_table_of_numbers_is_generated_or_labelled_measured():
     for page, text in HAND_WRITTEN.items():
-        outside = MEASURED.sub("", BLOCK.sub("", text))
+        outside = CHECKED.sub("", MEASURED.sub("", BLOCK.sub("", text)))
         rows = [
             line
             for line in outside.splitlines()
@@ -129,3 +130,11 @@ def test_a_block_on_no_page_is_an_error(tmp_path, capsys):
 def test_readme_numbers_are_what_the_commands_give(tmp_path: Path, name):
     fresh = regenerate([name], tmp_path)
     assert differences(TEXTS[_home(name)], fresh) == {}
+
+
+def test_a_checked_table_names_a_test_that_exists():
+    for page, text in HAND_WRITTEN.items():
+        for m in CHECKED.finditer(text):
+            path, _, name = m["test"].partition("::")
+            test_file = Path(__file__).resolve().parents[1] / path
+            assert f"def {name}(" in test_file.read_text(), (page.name, m["test"])

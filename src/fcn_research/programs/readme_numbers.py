@@ -27,6 +27,7 @@ from pathlib import Path
 
 from fcn_research.programs.doc_commands import ROOT, SWEEP, run_shown
 from fcn_research.programs.experiments import Result, group, load, values
+from fcn_research.results import write_atomic
 
 README = ROOT / "README.md"
 DOCS = ROOT / "docs"
@@ -38,6 +39,8 @@ BLOCK = re.compile(
 MEASURED = re.compile(
     r"^<!-- measured, not checked: .*? -->\n.*?^<!-- end measured -->$", re.S | re.M
 )
+# A table that a fast test compares with what it states (e.g. the tested versions).
+CHECKED = re.compile(r"^<!-- checked by (?P<test>\S+) -->\n.*?^<!-- end checked -->$", re.S | re.M)
 
 
 @dataclass(frozen=True)
@@ -391,13 +394,6 @@ def pages() -> list[Path]:
     return [README, *sorted(DOCS.glob("*.md"))]
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``path`` through a temp file and a rename."""
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as f:
-        f.write(text)
-    Path(f.name).replace(path)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """``python scripts/readme_numbers.py --run|--check [--only NAME ...] [--workdir DIR]``."""
     parser = argparse.ArgumentParser(prog="readme_numbers", description=__doc__.splitlines()[0])
@@ -432,7 +428,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.run:
         for page, blocks in mine.items():
             if blocks:
-                write_text_atomic(page, replace_blocks(texts[page], blocks))
+                write_atomic(page, replace_blocks(texts[page], blocks))
                 print(f"wrote {len(blocks)} blocks of {page}")
         return 0
     diffs = {}

@@ -119,54 +119,22 @@ def _check_metrics(sweep: Sweep, metrics: Sequence[str]) -> None:
         )
 
 
-def write_report(
-    sweep_dir: str | os.PathLike[str],
-    metrics: Sequence[str] = (),
-    summary: Summary | None = None,
-    baseline: str | None = None,
-    match_ignore: str | None = None,
-) -> Report:
-    """Read the sweep and write ``summary.csv``, ``cells.csv``, ``summary.md`` and the PNGs
-    (and ``comparisons.csv`` with a ``baseline``, e.g. ``activation=relu``) into ``report/``.
-    ``match_ignore`` (``lr``): axes a cell and its baseline cell may differ in.
-
-    ``metrics``: result.json tags to add to the default ones; ``beta/layer_XX`` stands for
-    a per-layer family. ``summary``: which value of each run (default: the final one).
-    """
-    sweep, at_best = at_best_lr(load_sweep(sweep_dir))
-    summary = summary or Summary()
-    _check_metrics(sweep, metrics)
+def _baseline_options(
+    sweep: Sweep, baseline: str | None, match_ignore: str | None
+) -> tuple[tuple[str, str] | None, list[str]]:
+    """``--baseline`` as (axis, value) and ``--match-ignore`` as the axes it names."""
     compared = baseline_tests.parse_baseline(sweep, baseline) if baseline else None
     if match_ignore is not None and compared is None:
         raise ReportOptionError(f"--match-ignore {match_ignore}: applies with --baseline only")
-    ignore = (
-        baseline_tests.parse_match_ignore(sweep, match_ignore, compared[0])
-        if compared and match_ignore is not None
-        else []
-    )
-    families = [m for m in metrics if family_pattern(m)]
-    scalars = report_metrics(sweep, [m for m in metrics if not family_pattern(m)])
-    out = sweep.path / REPORT_DIR
-    out.mkdir(exist_ok=True)
-    tables = {m: pivots(sweep, m, summary) for m in scalars}
-    tables.update({f: [layer_pivot(sweep, f, summary)] for f in families})
-    report = Report(sweep, tables, [], [at_best] if at_best else [], summary)
+    if compared is None or match_ignore is None:
+        return compared, []
+    return compared, baseline_tests.parse_match_ignore(sweep, match_ignore, compared[0])
 
-    _write_csv(out / "summary.csv", summary_rows(sweep), ["job", "status"])
-    report.files.append(out / "summary.csv")
-    _write_csv(out / "cells.csv", cell_rows(sweep, scalars, summary), ["metric", "n"])
-    report.files.append(out / "cells.csv")
-    if compared:
-        measured = [m for m in scalars if not m.startswith(THEORY)]  # not predictions
-        rows, report.skipped = baseline_tests.comparisons(
-            sweep, measured, *compared, summary, ignore
-        )
-        report.sections += baseline_tests.markdown_lines(
-            rows, "=".join(compared), report.skipped, ignore
-        )
-        _write_csv(out / "comparisons.csv", baseline_tests.csv_rows(rows), ["metric"])
-        report.files.append(out / "comparisons.csv")
 
+def _figures(
+    sweep: Sweep, scalars: Sequence[str], families: Sequence[str], summary: Summary
+) -> list[tuple[str, Callable[[Path], str | None]]]:
+    """The report's figures: file name and a function that draws it (or says why not)."""
     figures: list[tuple[str, Callable[[Path], str | None]]] = [
         (f"heatmap_{_slug(m)}.png", lambda p, m=m: heatmap(sweep, m, p, summary)) for m in scalars
     ]
@@ -220,7 +188,50 @@ def write_report(
     ]
     if shows_phases(sweep):
         figures.append(("phase_diagram.png", lambda p: phase_diagram(sweep, p)))
-    for name, draw in figures:
+    return figures
+
+
+def write_report(
+    sweep_dir: str | os.PathLike[str],
+    metrics: Sequence[str] = (),
+    summary: Summary | None = None,
+    baseline: str | None = None,
+    match_ignore: str | None = None,
+) -> Report:
+    """Read the sweep and write ``summary.csv``, ``cells.csv``, ``summary.md`` and the PNGs
+    (and ``comparisons.csv`` with a ``baseline``, e.g. ``activation=relu``) into ``report/``.
+    ``match_ignore`` (``lr``): axes a cell and its baseline cell may differ in.
+
+    ``metrics``: result.json tags to add to the default ones; ``beta/layer_XX`` stands for
+    a per-layer family. ``summary``: which value of each run (default: the final one).
+    """
+    sweep, at_best = at_best_lr(load_sweep(sweep_dir))
+    summary = summary or Summary()
+    _check_metrics(sweep, metrics)
+    compared, ignore = _baseline_options(sweep, baseline, match_ignore)
+    families = [m for m in metrics if family_pattern(m)]
+    scalars = report_metrics(sweep, [m for m in metrics if not family_pattern(m)])
+    out = sweep.path / REPORT_DIR
+    out.mkdir(exist_ok=True)
+    tables = {m: pivots(sweep, m, summary) for m in scalars}
+    tables.update({f: [layer_pivot(sweep, f, summary)] for f in families})
+    report = Report(sweep, tables, [], [at_best] if at_best else [], summary)
+
+    _write_csv(out / "summary.csv", summary_rows(sweep), ["job", "status"])
+    report.files.append(out / "summary.csv")
+    _write_csv(out / "cells.csv", cell_rows(sweep, scalars, summary), ["metric", "n"])
+    report.files.append(out / "cells.csv")
+    if compared:
+        measured = [m for m in scalars if not m.startswith(THEORY)]  # not predictions
+        rows, report.skipped = baseline_tests.comparisons(
+            sweep, measured, *compared, summary, ignore
+        )
+        report.sections += baseline_tests.markdown_lines(
+            rows, "=".join(compared), report.skipped, ignore
+        )
+        _write_csv(out / "comparisons.csv", baseline_tests.csv_rows(rows), ["metric"])
+        report.files.append(out / "comparisons.csv")
+    for name, draw in _figures(sweep, scalars, families, summary):
         note = draw(out / name)
         if note:
             report.notes.append(note)

@@ -463,7 +463,7 @@ def test_a_frozen_member_keeps_its_weights_exactly(factory):
 
 # A user's learnable activation, written outside the package: x + sin(a x)^2 / a with one
 # frequency a per unit, drawn at random (so each member's copy starts elsewhere).
-SNAKE = '''
+SNAKE = """
 import torch
 from torch import nn
 
@@ -475,9 +475,14 @@ class Snake(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + torch.sin(self.a * x).pow(2) / self.a
-'''
+"""
 LEARNABLE = {
-    "swish_learnable": ["activation=swish_learnable"],
+    # With the Jacobian instrument too: it maps each member's beta with its weights.
+    "swish_learnable": [
+        "activation=swish_learnable",
+        "+callbacks.jacobian._target_=fcn_research.callbacks.JacobianSpectrum",
+        "+callbacks.jacobian.min_interval=1000",
+    ],
     "prelu": ["activation._target_=torch.nn.PReLU", "+activation.num_parameters=16"],
     "snake": ["activation._target_=my_snake.Snake", "+activation.units=16"],
 }
@@ -501,13 +506,16 @@ def test_members_with_a_learnable_activation_equal_their_solo_runs(
         train(make_cfg(*SMALL, *act, *m, output_dir=tmp_path / f"solo_{k}"))
         for k, m in enumerate(members)
     ]
-    cfgs = [make_cfg(*SMALL, *act, *m, output_dir=tmp_path / f"st_{k}") for k, m in enumerate(members)]
+    cfgs = [
+        make_cfg(*SMALL, *act, *m, output_dir=tmp_path / f"st_{k}") for k, m in enumerate(members)
+    ]
     stacked = train_stack(cfgs, {"id": "s"})
     for k, (one, member) in enumerate(zip(solo, stacked, strict=True)):
         assert member["status"] == one["status"] == "completed", member.get("error")
         assert member["stack"] == {"id": "s", "members": 2}  # one stack, not two of one
         params = {key for key in one["metrics"] if key.startswith("act_param/")}
         assert params and set(member["metrics"]) == set(one["metrics"])
+        assert any(key.startswith("jacobian/") for key in one["init"]) == ("jacobian" in str(act))
         assert not _close(member["init"], one["init"], set(one["init"])), k
         assert not _close(member["metrics"], one["metrics"], set(one["metrics"])), k
         assert member["theory"].keys() == one["theory"].keys()
@@ -519,10 +527,16 @@ def test_members_with_a_learnable_activation_equal_their_solo_runs(
 def test_a_stack_with_a_learnable_activation_resumes_as_it_would_have_run(make_cfg, tmp_path):
     args = [*SMALL, *LEARNABLE["prelu"], "callbacks.model_checkpoint.min_interval_s=0"]
     full = train_stack(
-        [make_cfg(*args, "max_epochs=4", f"seed={s}", output_dir=tmp_path / f"f{s}") for s in (0, 1)]
+        [
+            make_cfg(*args, "max_epochs=4", f"seed={s}", output_dir=tmp_path / f"f{s}")
+            for s in (0, 1)
+        ]
     )
     train_stack(  # an interrupted stack: two epochs trained, member checkpoints written
-        [make_cfg(*args, "max_epochs=2", f"seed={s}", output_dir=tmp_path / f"r{s}") for s in (0, 1)]
+        [
+            make_cfg(*args, "max_epochs=2", f"seed={s}", output_dir=tmp_path / f"r{s}")
+            for s in (0, 1)
+        ]
     )
     for s in (0, 1):  # as if killed after the checkpoint, before the end
         result = read_result(tmp_path / f"r{s}")
@@ -531,7 +545,10 @@ def test_a_stack_with_a_learnable_activation_resumes_as_it_would_have_run(make_c
         ckpt = torch.load(tmp_path / f"r{s}" / "checkpoints" / "last.ckpt", weights_only=True)
         assert ckpt["state_dict"]["model.activations.0.weight"].shape == (1, 16)  # its own
     resumed = train_stack(
-        [make_cfg(*args, "max_epochs=4", f"seed={s}", output_dir=tmp_path / f"r{s}") for s in (0, 1)],
+        [
+            make_cfg(*args, "max_epochs=4", f"seed={s}", output_dir=tmp_path / f"r{s}")
+            for s in (0, 1)
+        ],
         {"id": "s"},
     )
     for one, two in zip(full, resumed, strict=True):

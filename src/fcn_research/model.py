@@ -267,7 +267,7 @@ class StackedActivation(nn.Module):
     def forward(self, z: Tensor) -> Tensor:
         state = self._state()
         if self.n_members == 1 and z.dim() == 2:  # the solo network's rows, as it runs them
-            return functional_call(self.template, {k: v.squeeze(0) for k, v in state.items()}, z)
+            return self.apply_one({k: v.squeeze(0) for k, v in state.items()}, z)
         rows = z.dim() == 2
         x = z.reshape(self.n_members, -1, z.shape[-1]) if rows else z
         if self.vectorised:
@@ -275,7 +275,7 @@ class StackedActivation(nn.Module):
         else:
             out = torch.stack(
                 [
-                    functional_call(self.template, {k: v[m] for k, v in state.items()}, x[m])
+                    self.apply_one({k: v[m] for k, v in state.items()}, x[m])
                     for m in range(self.n_members)
                 ]
             )

@@ -52,7 +52,9 @@ class ActivationParameters(StepInstrument):
         self._members = mlp_of(pl_module).members
         values: dict[str, Tensor] = {}
         for key, parameter in activation_parameters(pl_module).items():
-            values[f"act_param/{key}"] = parameter.detach().float().reshape(len(parameter), -1).mean(1)
+            values[f"act_param/{key}"] = (
+                parameter.detach().float().reshape(len(parameter), -1).mean(1)
+            )
             if parameter.grad is not None:
                 grad = parameter.grad.detach().float().reshape(len(parameter), -1)
                 values[f"act_param_grad_norm/{key}"] = grad.norm(dim=1)

@@ -32,8 +32,8 @@ def hidden_jacobian_singular_values(model: StackedMLP | MLP, x: Tensor) -> Tenso
     hidden = list(zip(model.linears[1:-1], model.activations[1:], strict=True))
     weights = [linear.weight for linear, _ in hidden]
     biases = [linear.bias for linear, _ in hidden]
-    # Each member's copy of an activation's parameters (StackedActivation), mapped with its
-    # weights; an activation without any is shared ({}).
+    # Each member's copy of an activation's parameters (StackedActivation), mapped over with
+    # its weights; an activation without any is shared ({}).
     states = [act.member_state() if isinstance(act, StackedActivation) else {} for _, act in hidden]
 
     def through_hidden(

@@ -400,7 +400,11 @@ def test_an_activation_is_probed_for_what_a_stack_would_change():
     assert torch.equal(torch.random.get_rng_state(), before)  # the caller's stream untouched
     assert "Dropout draws random numbers" in activation_stack_refusal(torch.nn.Dropout(0.1), 8)
     assert "mixes the samples" in activation_stack_refusal(torch.nn.Softmax(dim=0), 8)
-    assert "PReLU has parameters" in activation_stack_refusal(torch.nn.PReLU(), 8)
+    # Parameters get one copy per member; buffers that training changes cannot be shared out.
+    assert activation_stack_refusal(torch.nn.PReLU(), 8) is None
+    running = torch.nn.BatchNorm1d(8)
+    assert "changes buffers of its own" in activation_stack_refusal(running, 8)
+    assert torch.equal(running.running_mean, torch.zeros(8))  # probed on a copy
     # Normalised by the batch's statistics, with no state of its own.
     norm = torch.nn.BatchNorm1d(8, affine=False, track_running_stats=False)
     assert "mixes the samples" in activation_stack_refusal(norm, 8)
@@ -455,3 +459,99 @@ def test_a_frozen_member_keeps_its_weights_exactly(factory):
     assert torch.equal(p.detach()[1].isnan(), frozen_at.isnan())
     assert torch.equal(p.detach()[1].nan_to_num(), frozen_at.nan_to_num())
     assert torch.isfinite(p.detach()[0]).all()
+
+
+# A user's learnable activation, written outside the package: x + sin(a x)^2 / a with one
+# frequency a per unit, drawn at random (so each member's copy starts elsewhere).
+SNAKE = """
+import torch
+from torch import nn
+
+
+class Snake(nn.Module):
+    def __init__(self, units: int) -> None:
+        super().__init__()
+        self.a = nn.Parameter(0.5 + torch.rand(units))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + torch.sin(self.a * x).pow(2) / self.a
+"""
+LEARNABLE = {
+    # With the Jacobian instrument too: it maps each member's beta with its weights.
+    "swish_learnable": [
+        "activation=swish_learnable",
+        "+callbacks.jacobian._target_=fcn_research.callbacks.JacobianSpectrum",
+        "+callbacks.jacobian.min_interval=1000",
+    ],
+    "prelu": ["activation._target_=torch.nn.PReLU", "+activation.num_parameters=16"],
+    "snake": ["activation._target_=my_snake.Snake", "+activation.units=16"],
+}
+SMALL = ["depth=3", "width=16", "data.num_samples=200", "max_epochs=2"]
+
+
+@pytest.fixture
+def my_snake(tmp_path, monkeypatch):
+    (tmp_path / "ext").mkdir()
+    (tmp_path / "ext" / "my_snake.py").write_text(SNAKE)
+    monkeypatch.syspath_prepend(str(tmp_path / "ext"))
+
+
+@pytest.mark.parametrize("activation", list(LEARNABLE))
+def test_members_with_a_learnable_activation_equal_their_solo_runs(
+    make_cfg, tmp_path, my_snake, activation
+):
+    act = LEARNABLE[activation]
+    members = [["seed=0"], ["seed=1", "lr=0.03"]]
+    solo = [
+        train(make_cfg(*SMALL, *act, *m, output_dir=tmp_path / f"solo_{k}"))
+        for k, m in enumerate(members)
+    ]
+    cfgs = [
+        make_cfg(*SMALL, *act, *m, output_dir=tmp_path / f"st_{k}") for k, m in enumerate(members)
+    ]
+    stacked = train_stack(cfgs, {"id": "s"})
+    for k, (one, member) in enumerate(zip(solo, stacked, strict=True)):
+        assert member["status"] == one["status"] == "completed", member.get("error")
+        assert member["stack"] == {"id": "s", "members": 2}  # one stack, not two of one
+        params = {key for key in one["metrics"] if key.startswith("act_param/")}
+        assert params and set(member["metrics"]) == set(one["metrics"])
+        assert any(key.startswith("jacobian/") for key in one["init"]) == ("jacobian" in str(act))
+        assert not _close(member["init"], one["init"], set(one["init"])), k
+        assert not _close(member["metrics"], one["metrics"], set(one["metrics"])), k
+        assert member["theory"].keys() == one["theory"].keys()
+    # Each member trained its own copy: the members' parameters end apart.
+    key = next(k for k in solo[0]["metrics"] if k.startswith("act_param/"))
+    assert stacked[0]["metrics"][key] != stacked[1]["metrics"][key]
+
+
+def test_a_stack_with_a_learnable_activation_resumes_as_it_would_have_run(make_cfg, tmp_path):
+    args = [*SMALL, *LEARNABLE["prelu"], "callbacks.model_checkpoint.min_interval_s=0"]
+    full = train_stack(
+        [
+            make_cfg(*args, "max_epochs=4", f"seed={s}", output_dir=tmp_path / f"f{s}")
+            for s in (0, 1)
+        ]
+    )
+    train_stack(  # an interrupted stack: two epochs trained, member checkpoints written
+        [
+            make_cfg(*args, "max_epochs=2", f"seed={s}", output_dir=tmp_path / f"r{s}")
+            for s in (0, 1)
+        ]
+    )
+    for s in (0, 1):  # as if killed after the checkpoint, before the end
+        result = read_result(tmp_path / f"r{s}")
+        result["status"] = "running"
+        (tmp_path / f"r{s}" / "result.json").write_text(json.dumps(result))
+        ckpt = torch.load(tmp_path / f"r{s}" / "checkpoints" / "last.ckpt", weights_only=True)
+        assert ckpt["state_dict"]["model.activations.0.weight"].shape == (1, 16)  # its own
+    resumed = train_stack(
+        [
+            make_cfg(*args, "max_epochs=4", f"seed={s}", output_dir=tmp_path / f"r{s}")
+            for s in (0, 1)
+        ],
+        {"id": "s"},
+    )
+    for one, two in zip(full, resumed, strict=True):
+        assert two["stack"]["members"] == 2 and two["global_step"] == one["global_step"]
+        assert not _close(two["metrics"], one["metrics"], set(one["metrics"]))
+        assert not _close(two["init"], one["init"], set(one["init"]))

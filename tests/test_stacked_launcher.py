@@ -123,7 +123,12 @@ def test_sgd_momentum_stacks_with_plain_sgd(make_cfg):
         (["+trainer.precision=16-mixed"], "trainer.precision=16-mixed scales the loss with one"),
         (["+trainer.precision=16"], "trainer.precision=16 scales the loss with one GradScaler"),
         (["+trainer.precision=bf16-mixed"], None),  # no GradScaler: members stay apart
-        (["activation=swish_learnable"], "LearnableSwish has parameters or buffers of its own"),
+        (["activation=swish_learnable"], None),  # one copy of beta per member
+        (["activation._target_=torch.nn.PReLU", "+activation.num_parameters=32"], None),
+        (
+            ["activation._target_=torch.nn.BatchNorm1d", "+activation.num_features=32"],
+            "BatchNorm1d changes buffers of its own in training",
+        ),
         (["activation=leaky_relu", "depth=1"], None),  # a perceptron has no activation
         (["experiment=pruning"], "callbacks.pruning (lightning.pytorch.callbacks.ModelPruning)"),
         (
@@ -203,6 +208,22 @@ def test_activations_that_mix_samples_or_draw_random_numbers_run_alone(
         )
     )  # fmt: skip
     assert read_result(job)["metrics"] == solo["metrics"]
+
+
+def test_activations_with_parameters_share_a_stack(run_cli, tmp_path):
+    """A learnable activation (beta of swish_learnable, PReLU's slopes) gets one copy per
+    member: the plan stacks its jobs, and each member learns its own."""
+    sweep = tmp_path / "sweep"
+    proc = run_cli(
+        "-m", "launcher=stacked", "activation=swish_learnable", "seed=0,1", "lr=0.01,0.1",
+        *TINY, f"hydra.sweep.dir={sweep}",
+    )  # fmt: skip
+    log = proc.stdout + proc.stderr
+    assert "Launching 4 jobs as 1 stacks" in log and "alone" not in log
+    results = [read_result(job) for job in _jobs(sweep)]
+    assert [r["stack"]["members"] for r in results] == [4] * 4
+    betas = {r["metrics"]["act_param/beta/layer_01"] for r in results}
+    assert len(betas) == 4  # each member trained its own beta
 
 
 def test_jobs_group_in_order_up_to_max_members(make_cfg, tmp_path):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
@@ -94,16 +95,19 @@ def activation_gain(activation: nn.Module | None, width: int | None = None) -> f
     return 1.0 / math.sqrt(second_moment)
 
 
-def _feeding_activation(model: MLP, layer: int) -> tuple[nn.Module | None, int | None]:
+def _feeding_activation(
+    model: MLP, layer: int, activations: Sequence[nn.Module] | None = None
+) -> tuple[nn.Module | None, int | None]:
     """The activation whose output Linear ``layer`` (1-based) reads, and that activation's width.
 
     Linear i > 1 reads hidden layer i - 1. Linear 1 reads the data; it takes hidden layer 1's
     activation, as torch's ``kaiming_*`` and He et al. (2015) do for every layer.
     """
-    if not len(model.activations):
+    activations = model.activations if activations is None else activations
+    if not len(activations):
         return None, None
     source = max(layer - 1, 1)
-    return model.activations[source - 1], model.linears[source - 1].out_features
+    return activations[source - 1], model.linears[source - 1].out_features
 
 
 class Scheme:
@@ -293,8 +297,11 @@ class VarianceScaling(Scheme):
         return LayerVariances(self.sigma_w2, self.sigma_b2)
 
 
-def implied_variances(scheme: object, model: MLP) -> list[LayerVariances]:
-    """Per Linear of ``model``, the (sigma_w2, sigma_b2) that ``scheme`` draws from.
+def implied_variances(
+    scheme: object, model: MLP, activations: Sequence[nn.Module] | None = None
+) -> list[LayerVariances]:
+    """Per Linear of ``model``, the (sigma_w2, sigma_b2) that ``scheme`` draws from
+    (``activations``: one member's, in a stack whose activations hold parameters).
 
     Raises ``NotApplicable`` for a scheme without one: the notebook's single-layer schemes
     (``ConstantLayer``: equal weights, no randomness; ``NegativeLayer``: weights -|w|, of
@@ -312,7 +319,7 @@ def implied_variances(scheme: object, model: MLP) -> list[LayerVariances]:
             "draws from (Scheme.variances)"
         )
     return [
-        scheme.variances(linear, *_feeding_activation(model, layer))
+        scheme.variances(linear, *_feeding_activation(model, layer, activations))
         for layer, linear in enumerate(model.linears, start=1)
     ]
 

@@ -35,5 +35,6 @@ MEMBER_KEYS = (
 # A stack's checkpoint entries that hold one value per member, split and joined with them:
 # the module's lists (``FCNModule.on_save_checkpoint``) ...
 CHECKPOINT_MEMBER_LISTS = ("members_diverged", "members_stopped_at")
-# ... and the instruments' state (their step-0 values, histogram ranges per tag).
-CALLBACK_MEMBER_STATE = ("init_metrics", "hist_ranges")
+# ... and the instruments' state (their step-0 values, histogram ranges per tag, the last
+# gradient norms of the activations' parameters).
+CALLBACK_MEMBER_STATE = ("init_metrics", "hist_ranges", "last_grad_norms")

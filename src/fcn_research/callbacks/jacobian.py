@@ -11,7 +11,7 @@ from torch.func import jacrev, vmap
 
 from fcn_research.callbacks.probe import mlp_of, probe_set, to_host, write_members
 from fcn_research.callbacks.schedule import StepInstrument
-from fcn_research.model import MLP, StackedMLP, apply_rows
+from fcn_research.model import MLP, StackedActivation, StackedMLP, apply_rows
 
 
 def hidden_jacobian_singular_values(model: StackedMLP | MLP, x: Tensor) -> Tensor:
@@ -32,15 +32,21 @@ def hidden_jacobian_singular_values(model: StackedMLP | MLP, x: Tensor) -> Tenso
     hidden = list(zip(model.linears[1:-1], model.activations[1:], strict=True))
     weights = [linear.weight for linear, _ in hidden]
     biases = [linear.bias for linear, _ in hidden]
+    # Each member's copy of an activation's parameters (StackedActivation), mapped over with
+    # its weights; an activation without any is shared ({}).
+    states = [act.member_state() if isinstance(act, StackedActivation) else {} for _, act in hidden]
 
-    def through_hidden(ws: list[Tensor], bs: list[Tensor], h: Tensor) -> Tensor:
+    def through_hidden(
+        ws: list[Tensor], bs: list[Tensor], ss: list[dict[str, Tensor]], h: Tensor
+    ) -> Tensor:
         # One member, one sample; the activation sees the (1, width) row it is written for.
-        for w, b, (_, act) in zip(ws, bs, hidden, strict=True):
-            h = act((w @ h + b).unsqueeze(0)).squeeze(0)
+        for w, b, state, (_, act) in zip(ws, bs, ss, hidden, strict=True):
+            row = (w @ h + b).unsqueeze(0)
+            h = (act.apply_one(state, row) if state else act(row)).squeeze(0)
         return h
 
-    per_sample = vmap(jacrev(through_hidden, argnums=2), in_dims=(None, None, 0))
-    jac = vmap(per_sample)(weights, biases, h1)  # members, then samples
+    per_sample = vmap(jacrev(through_hidden, argnums=3), in_dims=(None, None, None, 0))
+    jac = vmap(per_sample)(weights, biases, states, h1)  # members, then samples
     # A diverged member's Jacobian holds NaN or inf, on which the SVD fails (for the whole
     # batch, on the CPU): it is taken on zeros instead and reported as NaN, so a member's
     # divergence never reaches another member's values, nor fails the run.

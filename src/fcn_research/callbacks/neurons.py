@@ -16,7 +16,14 @@ from fcn_research.callbacks.probe import (
     write_members,
 )
 from fcn_research.callbacks.schedule import StepInstrument
-from fcn_research.model import MLP, StackedMLP, mixes_rows, pool_size, rows_jacobian
+from fcn_research.model import (
+    MLP,
+    StackedActivation,
+    StackedMLP,
+    mixes_rows,
+    pool_size,
+    rows_jacobian,
+)
 
 # A unit is dead when |d act/d z| <= DEAD_TOL at every probe point: no gradient passes.
 # Exact for ReLU (derivative 0 or 1); for a sigmoid it means the derivative underflowed.
@@ -42,7 +49,8 @@ class ActivationProfile:
     Attributes:
         elementwise: each output depends only on its own input (or its own ``pool_size``
             pieces): then one backward of the summed output gives every unit's derivative.
-        peak: per output unit, the largest |d act/d z| on a grid over [-20, 20].
+        peak: per output unit, the largest |d act/d z| on a grid over [-20, 20]; for a
+            ``StackedActivation``, per member: (M, 1, units).
     """
 
     elementwise: bool
@@ -51,22 +59,42 @@ class ActivationProfile:
 
 def _structure(activation: nn.Module, width_in: int, device: torch.device) -> bool:
     """Whether the activation is element-wise (per unit or per pool of pieces), from its exact
-    Jacobian at three random points; raise if it mixes samples of a batch."""
+    Jacobian at three random points (every member's, for a ``StackedActivation``); raise if it
+    mixes samples of a batch."""
     pool = pool_size(activation)
-    jac = rows_jacobian(activation, width_in, device)
-    if mixes_rows(jac):
+    if isinstance(activation, StackedActivation):
+        jacs = list(member_rows_jacobians(activation, width_in, device))
+    else:
+        jacs = [rows_jacobian(activation, width_in, device)]
+    if any(mixes_rows(jac) for jac in jacs):
         raise ValueError(
             f"{type(activation).__name__} mixes the samples of a batch (one sample's output "
             "depends on another's input); dead and saturated units are per-sample quantities. "
             "Switch the neuron instrument off with callbacks.neurons=null"
         )
-    nonzero = jac != 0
-    samples = torch.eye(jac.shape[0], dtype=torch.bool, device=device)
-    units = jac.shape[1]
+    nonzero = torch.stack(jacs) != 0
+    samples = torch.eye(nonzero.shape[1], dtype=torch.bool, device=device)
+    units = nonzero.shape[2]
     own = (
         torch.arange(width_in, device=device) // pool == torch.arange(units, device=device)[:, None]
     )
     return not (nonzero & ~(samples[:, None, :, None] & own[None, :, None, :])).any()
+
+
+def member_rows_jacobians(
+    activation: StackedActivation, width_in: int, device: torch.device
+) -> Tensor:
+    """``rows_jacobian`` of every member's copy at once, (M, 3, units, 3, width_in): one
+    batched backward per output number, the same for every member (members never mix)."""
+    members = activation.n_members
+    z = torch.randn(3, width_in, generator=torch.Generator().manual_seed(0)).to(device)
+    z = z.expand(members, -1, -1).clone().requires_grad_(True)
+    with torch.enable_grad():
+        out = activation(z.clone())  # (M, 3, units)
+        k = out[0].numel()
+        basis = torch.eye(k, device=device, dtype=out.dtype).view(k, 1, *out.shape[1:])
+        (g,) = torch.autograd.grad(out, z, basis.expand(k, *out.shape), is_grads_batched=True)
+    return g.movedim(0, 1).reshape(members, *out.shape[1:], 3, width_in).detach()
 
 
 def _own_derivatives(out: Tensor, z: Tensor, pool: int) -> Tensor:
@@ -126,8 +154,14 @@ def profile_activation(
     own = next(activation.parameters(), torch.empty(0)).device
     elementwise = _structure(activation, width_in, own)
     z = _PEAK_GRID.to(own).unsqueeze(1).expand(-1, width_in).contiguous()
-    _, d = activate_with_derivative(activation, z, elementwise)
-    return ActivationProfile(elementwise, d.amax(0).to(device or own))
+    if isinstance(activation, StackedActivation):  # every member's copy on the grid, as rows
+        members = activation.n_members
+        _, d = activate_with_derivative(activation, z.repeat(members, 1), elementwise)
+        peak = d.view(members, len(z), -1).amax(1, keepdim=True)
+    else:
+        _, d = activate_with_derivative(activation, z, elementwise)
+        peak = d.amax(0)
+    return ActivationProfile(elementwise, peak.to(device or own))
 
 
 def peak_derivative(activation: nn.Module, width_in: int | None = None) -> Tensor:

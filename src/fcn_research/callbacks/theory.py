@@ -12,19 +12,24 @@ from torch import Tensor
 
 from fcn_research.callbacks.probe import mlp_of, probe_set, write_members
 from fcn_research.initializers import implied_variances
-from fcn_research.model import MLP, StackedMLP
+from fcn_research.model import MLP, StackedActivation, StackedMLP
 from fcn_research.results import update_result
 from fcn_research.theory import NotApplicable, predict
 
 
-def theory_section(model: MLP | StackedMLP, initializer: object, inputs: Tensor) -> dict[str, Any]:
-    """result.json's ``theory``: the predictions for ``model`` as ``initializer`` draws it, on
-    ``inputs`` (the probe set); ``{"not_applicable": why}`` where the theory does not apply."""
+def theory_section(
+    model: MLP | StackedMLP, initializer: object, inputs: Tensor, member: int = 0
+) -> dict[str, Any]:
+    """result.json's ``theory``: the predictions for ``model`` (member ``member`` of a stack)
+    as ``initializer`` draws it, on ``inputs`` (the probe set); ``{"not_applicable": why}``
+    where the theory does not apply."""
     if initializer is None:
         return {"not_applicable": "no initializer given to the theory instrument"}
     try:
-        variances = implied_variances(initializer, model)
-        activation = model.activations[0] if len(model.activations) else None
+        own = model.member_activations(member) if isinstance(model, StackedMLP) else None
+        variances = implied_variances(initializer, model, own)
+        activations = model.activations if own is None else own
+        activation = activations[0] if len(activations) else None
         if activation is None:
             raise NotApplicable("depth 1 (a perceptron) has no hidden layer to propagate through")
         return predict(activation, variances, model.widths, inputs.cpu()).as_dict()
@@ -74,11 +79,15 @@ class TheoryPredictions(L.Callback):
         members = self.members or [(self.initializer, self.job_dir)]
         sections: dict[str, dict[str, Any]] = {}  # members drawn alike share a prediction
         scalars: list[dict[str, float]] = []
-        for initializer, job_dir in members:
+        # An activation with parameters has one copy per member: members share a prediction
+        # where their copies hold the same values too.
+        states = [a.member_state() for a in model.activations if isinstance(a, StackedActivation)]
+        for m, (initializer, job_dir) in enumerate(members):
             key = repr(vars(initializer)) if initializer is not None else ""
-            key = f"{type(initializer).__name__}:{key}"
+            own = [{k: v[m].tolist() for k, v in state.items()} for state in states]
+            key = f"{type(initializer).__name__}:{key}:{own!r}"
             if key not in sections:
-                sections[key] = theory_section(model, initializer, x)
+                sections[key] = theory_section(model, initializer, x, m)
             section = sections[key]
             update_result(job_dir, theory=section)
             scalars.append(

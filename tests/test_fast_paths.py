@@ -164,3 +164,20 @@ def test_backward_keeps_lightning_under_another_precision_or_a_profiler(make_cfg
     assert not backward_is_plain(L.Trainer(precision="bf16-mixed", logger=False), module)
     assert not backward_is_plain(L.Trainer(profiler="simple", logger=False), module)
     assert backward_is_plain(L.Trainer(logger=False, accelerator="cpu"), module)
+
+
+def test_a_stack_of_one_backpropagates_the_solo_loss_itself(make_cfg):
+    from fcn_research.train import build
+
+    datamodule, module = build(make_cfg("data.num_samples=100", "activation=tanh"))
+    datamodule.setup("fit")
+    batch = next(iter(datamodule.train_dataloader()))
+    x, y = batch[0] if isinstance(batch, list) else batch  # (1, B, 2), (1, B)
+    total, per_member, pred = module._train_losses(x, y)
+    solo = torch.nn.functional.binary_cross_entropy_with_logits(
+        module.model(x).reshape(-1), y.reshape(-1)
+    )
+    assert total.dim() == 0 and torch.equal(total.detach(), solo.detach())
+    assert per_member.shape == (1,) and pred.shape == (1, y.shape[-1])
+    # The loss's own node, not a select from the member axis (one fewer node per step).
+    assert type(total.grad_fn).__name__.startswith("BinaryCrossEntropyWithLogits")

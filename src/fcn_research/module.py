@@ -161,10 +161,8 @@ class FCNModule(L.LightningModule):
         trainer = self.trainer
         max_steps = trainer.max_steps
         for x, y in pairs:
-            loss, pred = self.loss_and_predictions(x, y)
+            total, loss, pred = self._train_losses(x, y)
             self._accumulate(loss.detach(), self._metric_sum(pred.detach(), y), y.shape[-1])
-            # Members are independent: the sum's gradient is each member's own loss's.
-            total = loss.sum() if self.members > 1 else loss[0]
             if self._plain_backward:
                 total.backward()
             else:
@@ -181,6 +179,19 @@ class FCNModule(L.LightningModule):
         # resumed run is right too; test_every_tag_shares_the_optimizer_step_axis pins it.)
         set_logging_step(trainer, trainer.global_step)
         return loss.detach()
+
+    def _train_losses(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The loss to backpropagate, each member's loss (M,) and the predictions, as
+        ``loss_and_predictions`` gives them."""
+        if self.members > 1:
+            loss, pred = self.loss_and_predictions(x, y)
+            # Members are independent: the sum's gradient is each member's own loss's.
+            return loss.sum(), loss, pred
+        # A stack of one backpropagates the solo loss itself: no member axis to select it
+        # from again (two more autograd nodes on every step of a small network).
+        out = self.model(x)
+        loss, pred = self._single_loss(out.squeeze(0), y.squeeze(0) if y.dim() == 2 else y)
+        return loss, loss.unsqueeze(0), pred.unsqueeze(0)
 
     def _accumulate(self, loss: Tensor, metric_sum: Tensor, samples: int) -> None:
         # In place on the device: a training step never waits for the host.

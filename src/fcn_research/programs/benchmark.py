@@ -3,11 +3,13 @@
 Three ways, interleaved (plain, template, template without instruments, plain, ...) so
 drift of the machine hits all alike; prints median steps/s, spread and ratios per case.
 Case (d): stacked members against the plain loop and the basic launcher, per stack size.
+Case (e): tiny networks stacked, against a hand-written stacked loop (the limit).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import subprocess
 import sys
@@ -198,6 +200,106 @@ def stack_case(members: list[int], steps: int = 1500, repeats: int = 1) -> None:
             )
 
 
+# Case (e): TensorFlow Playground's scale, where the framework's per-step cost is everything.
+LIMIT_OVERRIDES = [
+    "data=moons",
+    "depth=3",
+    "width=8",
+    "batch_size=32",
+    "activation=tanh",
+    "optimizer=adam",
+]
+
+
+def stacked_loop(overrides: list[str], steps: int, out: Path, members: int) -> float:
+    """The limit: ``members`` MLPs as (M, out, in) weight tensors, ``baddbmm`` forward, one
+    backward of the members' summed losses, torch's Adam on the stacked tensors (Adam is
+    elementwise, so each member is updated as alone); each member its own data order."""
+    cfg = _compose(overrides, out)
+    if cfg.get("num_threads"):
+        torch.set_num_threads(int(cfg.num_threads))
+    datamodule = build_data(cfg)
+    x, y = datamodule.x_train, datamodule.y_train
+    bs, n, depth, width = datamodule.batch_size, len(x), int(cfg.depth), int(cfg.width)
+    sizes = [x.shape[1], *[width] * (depth - 1), 1]
+    torch.manual_seed(0)
+    weights, biases = [], []
+    for fan_in, fan_out in itertools.pairwise(sizes):
+        bound = fan_in**-0.5  # nn.Linear's default ranges
+        weights.append((torch.rand(members, fan_out, fan_in) * 2 - 1).mul_(bound).requires_grad_())
+        biases.append((torch.rand(members, 1, fan_out) * 2 - 1).mul_(bound).requires_grad_())
+    optimizer = torch.optim.Adam([*weights, *biases], lr=float(cfg.lr))
+    start = time.perf_counter()
+    done = 0
+    while done < steps:
+        perm = torch.rand(members, n).argsort(dim=1)  # one order per member
+        xs, ys = x[perm], y[perm]  # (M, n, in), (M, n)
+        for i in range(0, n, bs):
+            h = xs[:, i : i + bs]
+            for k, (w, b) in enumerate(zip(weights, biases, strict=True)):
+                h = torch.baddbmm(b, h, w.transpose(1, 2))
+                if k < depth - 1:
+                    h = torch.tanh(h)
+            loss = F.binary_cross_entropy_with_logits(
+                h.squeeze(-1), ys[:, i : i + bs], reduction="none"
+            )
+            loss.mean(dim=1).sum().backward()  # each member's mean loss, gradients apart
+            optimizer.step()
+            optimizer.zero_grad()
+            done += 1
+            if done == steps:
+                break
+    return time.perf_counter() - start
+
+
+def limit_case(members: list[int], steps: int = 1500, repeats: int = 1) -> dict[int, dict]:
+    """Case (e): moons, 2-8-8-1 tanh, batch 32, Adam, ``steps`` per member, four ways
+    interleaved per M: the plain loop (timed once per repeat; its model-steps/s does not
+    depend on M), the hand-written stacked loop, one stack of M through the template with the
+    default instruments and with ``callbacks=none`` (at M = 1: ``train(cfg)``, one job).
+    Prints model-steps/s (M x steps / wall time) and each way's time over the limit's; returns
+    the median model-steps/s by M and way."""
+    overrides = LIMIT_OVERRIDES
+
+    def stack(p: Path, m: int, instruments: bool) -> float:
+        if m == 1:
+            return template(overrides, steps, p, instruments=instruments)
+        return stacked(overrides, steps, p, m, instruments=instruments)
+
+    ways: dict[str, Callable[[Path, int], float]] = {
+        "plain loop x M": lambda p, m: m * plain_loop(overrides, steps, p),
+        "stacked loop": lambda p, m: stacked_loop(overrides, steps, p, m),
+        "stack": lambda p, m: stack(p, m, True),
+        "stack, no instr.": lambda p, m: stack(p, m, False),
+    }
+    print(
+        f"\ne: moons, 2-8-8-1 tanh, batch 32, Adam, {steps} steps per member: model-steps/s "
+        "(median wall time; plain loop timed once and multiplied by M; stack at M=1 is one "
+        "job, train(cfg))"
+    )
+    rates: dict[int, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for m in members:
+            times: dict[str, list[float]] = {}
+            for r in range(repeats):
+                for k, (way, fn) in enumerate(ways.items()):
+                    times.setdefault(way, []).append(fn(Path(tmp) / f"e{m}_{r}_{k}", m))
+            med = {way: statistics.median(t) for way, t in times.items()}
+            rates[m] = {way: m * steps / t for way, t in med.items()}
+            cells = "  ".join(f"{way} {m * steps / t:8.0f} ({t:6.1f} s)" for way, t in med.items())
+            print(f"  M={m:<4d} {cells}")
+            limit = med["stacked loop"]
+            ratios = ", ".join(
+                f"{way} {t / limit:.2f}x" for way, t in med.items() if way != "stacked loop"
+            )
+            print(
+                f"         time over the limit's: {ratios}; "
+                f"stack over plain loop {med['stack'] / med['plain loop x M']:.2f}x "
+                f"(no instr. {med['stack, no instr.'] / med['plain loop x M']:.2f}x)"
+            )
+    return rates
+
+
 def _peak_rss_of(code: str) -> float:
     """Peak resident memory (MiB) of a fresh Python running ``code``: its own ``VmHWM``, which
     exec resets (``ru_maxrss`` would carry over the parent's peak into the forked child)."""
@@ -211,13 +313,15 @@ def _peak_rss_of(code: str) -> float:
     return int(out.stdout.split()[-1]) / 1024  # kB
 
 
-def stack_rss_mib(members: int, steps: int = 100) -> float:
-    """Peak resident memory (MiB) of a process that trains one stack of ``members``."""
+def stack_rss_mib(members: int, steps: int = 100, overrides: list[str] | None = None) -> float:
+    """Peak resident memory (MiB) of a process that trains one stack of ``members`` (case
+    (a)'s network unless ``overrides`` say otherwise)."""
+    overrides = CASES[0].overrides if overrides is None else overrides
     return _peak_rss_of(
         "import tempfile; from pathlib import Path\n"
         "from fcn_research.programs import benchmark as b\n"
         "with tempfile.TemporaryDirectory() as t:\n"
-        f"    b.stacked(b.CASES[0].overrides, {steps}, Path(t), {members}, instruments=True)\n"
+        f"    b.stacked({overrides!r}, {steps}, Path(t), {members}, instruments=True)\n"
     )
 
 
@@ -309,7 +413,8 @@ def peak_rss_mib(overrides: list[str]) -> float:
 
 
 def main() -> None:
-    """``python scripts/benchmark.py [--repeats N] [--scale F] [--members 1,4,16,64]``."""
+    """``python scripts/benchmark.py [--repeats N] [--scale F] [--members 1,4,16,64]
+    [--limit-members 1,16,64,256]``."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every case's steps")
@@ -318,7 +423,12 @@ def main() -> None:
     parser.add_argument(
         "--members", default="1,4,16,64", help="case d: stack sizes M ('' skips case d)"
     )
-    parser.add_argument("--stack-repeats", type=int, default=1, help="case d: repeats per M")
+    parser.add_argument("--stack-repeats", type=int, default=1, help="cases d, e: repeats per M")
+    parser.add_argument(
+        "--limit-members",
+        default="1,16,64,256",
+        help="case e: stack sizes M against the hand-written stacked loop ('' skips case e)",
+    )
     args = parser.parse_args()
     if args.cases:
         run(args.repeats, args.scale, args.cases)
@@ -332,6 +442,12 @@ def main() -> None:
             f"{many / top:.1f} MiB per member, {(many - one) / max(top - 1, 1):.1f} MiB per "
             "added member"
         )
+    limit_members = [int(m) for m in args.limit_members.split(",") if m]
+    if limit_members:
+        limit_case(limit_members, max(10, int(1500 * args.scale)), args.stack_repeats)
+        top = max(limit_members)
+        rss = stack_rss_mib(top, overrides=LIMIT_OVERRIDES)
+        print(f"peak RSS of one case-e stack of M={top}: {rss:.0f} MiB")
     if not args.no_startup:
         gaps = sweep_startup()
         print(

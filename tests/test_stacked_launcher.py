@@ -155,6 +155,7 @@ def test_sgd_momentum_stacks_with_plain_sgd(make_cfg):
             ],
             "trainer.min_epochs=3 (a stop signal must be final)",
         ),
+        (["test_weights=best_val"], "test_weights=best_val keeps one best epoch"),
         (
             ["+callbacks.stop._target_=my_lab.MyEarlyStopping"],
             "callbacks.stop (my_lab.MyEarlyStopping) acts on the whole model",

@@ -64,8 +64,9 @@ class FCNModule(L.LightningModule):
     mini-batches: one optimizer step each, in order (``steps_per_batch``). A member whose epoch
     loss is non-finite is marked diverged (``train/diverged`` = 1) and stops updating, at the
     step and epoch where its solo run would stop (``stopped_at``): nothing of it is logged after
-    that but the end of training's values, at its own stop step (``event_steps``). The run
-    stops when every member has.
+    that but the end of training's values, at its own stop step (``event_steps``); so is a
+    member that early stopping stops (``MemberEarlyStopping``). The run stops when every
+    member has.
     """
 
     def __init__(

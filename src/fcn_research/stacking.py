@@ -129,6 +129,8 @@ def solo_reason(cfg: DictConfig) -> str | None:
             f"trainer.precision={precision} scales the loss with one GradScaler for the whole "
             "stack (an inf in one member would skip every member's step)"
         )
+    if cfg.get("test_weights") == "best_val":  # fcn_research.evaluation.BEST_VAL
+        return "test_weights=best_val keeps one best epoch, chosen by one validation metric"
     for name, callback in (cfg.get("callbacks") or {}).items():
         if not isinstance(callback, DictConfig) or "_target_" not in callback:
             continue  # switched off (null), so not built

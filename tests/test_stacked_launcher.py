@@ -155,6 +155,7 @@ def test_sgd_momentum_stacks_with_plain_sgd(make_cfg):
             ],
             "trainer.min_epochs=3 (a stop signal must be final)",
         ),
+        (["callbacks=early_stopping"], None),  # the preset: the instruments and EarlyStopping
         (["test_weights=best_val"], "test_weights=best_val keeps one best epoch"),
         (
             ["+callbacks.stop._target_=my_lab.MyEarlyStopping"],

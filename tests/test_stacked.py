@@ -15,6 +15,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from fcn_research.callbacks import checkpoint as checkpoint_module
 from fcn_research.callbacks.checkpoint import merge_checkpoints, split_checkpoint
+from fcn_research.module import FCNModule
 from fcn_research.results import read_result
 from fcn_research.stack_spec import (
     CALLBACK_MEMBER_STATE,
@@ -555,3 +556,95 @@ def test_a_stack_with_a_learnable_activation_resumes_as_it_would_have_run(make_c
         assert two["stack"]["members"] == 2 and two["global_step"] == one["global_step"]
         assert not _close(two["metrics"], one["metrics"], set(one["metrics"]))
         assert not _close(two["init"], one["init"], set(one["init"]))
+
+
+# Lightning's EarlyStopping as a user adds it; with these, lr=0.05 stops after epoch 4 and
+# lr=0.03 after epoch 6 of 12.
+EARLY = [
+    "optimizer=sgd",
+    "data=function",
+    "depth=3",
+    "width=16",
+    "+callbacks.early_stopping._target_=lightning.pytorch.callbacks.EarlyStopping",
+    "+callbacks.early_stopping.monitor=val/loss",
+    "+callbacks.early_stopping.patience=1",
+    "+callbacks.early_stopping.min_delta=0.003",
+]
+EARLY_LRS = ("0.03", "0.05")
+
+
+def test_members_stop_early_each_where_its_solo_run_stops(make_cfg, tmp_path):
+    solo = [
+        train(make_cfg(*EARLY, "max_epochs=12", f"lr={lr}", output_dir=tmp_path / f"solo{lr}"))
+        for lr in EARLY_LRS
+    ]
+    cfgs = [
+        make_cfg(*EARLY, "max_epochs=12", f"lr={lr}", output_dir=tmp_path / f"stack{lr}")
+        for lr in EARLY_LRS
+    ]
+    stacked = train_stack(cfgs, {"id": "s"})
+    assert [(r["epochs"], r["global_step"]) for r in solo] == [(6, 60), (4, 40)]
+    for lr, one, member in zip(EARLY_LRS, solo, stacked, strict=True):
+        assert member["stack"]["members"] == 2  # one stack, not two stacks of one
+        assert member["status"] == one["status"] == "completed"
+        assert (member["epochs"], member["global_step"]) == (one["epochs"], one["global_step"])
+        assert set(member["metrics"]) == set(one["metrics"])
+        assert not _close(member["metrics"], one["metrics"], set(one["metrics"])), lr
+        # Its TensorBoard run ends where the solo run's does: the same points, none after.
+        assert _event_steps(tmp_path / f"stack{lr}") == _event_steps(tmp_path / f"solo{lr}")
+
+
+def test_a_stack_with_early_stopping_resumes_as_it_would_have_run(make_cfg, tmp_path, monkeypatch):
+    args = [*EARLY, "max_epochs=12", "callbacks.model_checkpoint.min_interval_s=0"]
+
+    def stack(prefix: str) -> list[dict]:
+        return train_stack(
+            [
+                make_cfg(*args, f"lr={lr}", output_dir=tmp_path / f"{prefix}{lr}")
+                for lr in EARLY_LRS
+            ],
+            {"id": "s"},
+        )
+
+    full = stack("f")
+    # Killed as epoch 6 starts: lr=0.05 stopped (frozen) after epoch 4, lr=0.03 still trains.
+    start = FCNModule.on_train_epoch_start
+
+    def killed(module):
+        if module.current_epoch == 5:
+            raise RuntimeError("killed")
+        start(module)
+
+    monkeypatch.setattr(FCNModule, "on_train_epoch_start", killed)
+    assert [r["status"] for r in stack("r")] == ["failed", "failed"]
+    monkeypatch.setattr(FCNModule, "on_train_epoch_start", start)
+    ckpt = torch.load(tmp_path / "r0.05" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["members_stopped_at"] == [[40, 4]]
+    (state,) = [v for k, v in ckpt["callbacks"].items() if k.startswith("EarlyStopping")]
+    assert state["stopped_epoch"] == 3 and state["best_score"].dim() == 0  # its solo run's form
+    resumed = stack("r")
+    for lr, one, two in zip(EARLY_LRS, full, resumed, strict=True):
+        assert two["stack"]["members"] == 2
+        assert (two["epochs"], two["global_step"]) == (one["epochs"], one["global_step"]), lr
+        assert not _close(two["metrics"], one["metrics"], set(one["metrics"])), lr
+        assert _event_steps(tmp_path / f"r{lr}") == _event_steps(tmp_path / f"f{lr}")
+
+
+def test_early_stopping_state_splits_per_member_and_joins_back():
+    key = "EarlyStopping{'monitor': 'val/loss', 'mode': 'min'}"
+    state = {
+        "wait_count": [0, 2],
+        "stopped_epoch": [0, 3],
+        "best_score": [torch.tensor(0.5), torch.tensor(0.25)],
+        "patience": 2,
+        "stopping_reason": [0, 3],
+        "stopping_reason_message": [None, "did not improve"],
+    }
+    w = torch.zeros(2, 3)
+    checkpoint = {"state_dict": {"model.w": w}, "callbacks": {key: state}}
+    parts = split_checkpoint(checkpoint, 2)
+    assert parts[1]["callbacks"][key]["wait_count"] == 2  # Lightning's own (solo) form
+    assert parts[1]["callbacks"][key]["patience"] == 2
+    joined = merge_checkpoints(parts)["callbacks"][key]
+    assert joined["wait_count"] == [0, 2] and joined["stopping_reason_message"][1]
+    assert merge_checkpoints(parts[:1])["callbacks"][key]["wait_count"] == 0

@@ -131,12 +131,35 @@ def test_sgd_momentum_stacks_with_plain_sgd(make_cfg):
         ),
         (["activation=leaky_relu", "depth=1"], None),  # a perceptron has no activation
         (["experiment=pruning"], "callbacks.pruning (lightning.pytorch.callbacks.ModelPruning)"),
-        (
+        (  # each member stops on its own (MemberEarlyStopping)
             [
                 "+callbacks.stop._target_=lightning.pytorch.callbacks.EarlyStopping",
                 "+callbacks.stop.monitor=val/loss",
             ],
-            "callbacks.stop (lightning.pytorch.callbacks.EarlyStopping)",
+            None,
+        ),
+        (
+            [
+                "+callbacks.stop._target_=lightning.pytorch.callbacks.EarlyStopping",
+                "+callbacks.stop.monitor=val/loss",
+                "+trainer.val_check_interval=0.5",
+            ],
+            "callbacks.stop (lightning.pytorch.callbacks.EarlyStopping) with "
+            "trainer.val_check_interval=0.5",
+        ),
+        (
+            [
+                "+callbacks.stop._target_=lightning.pytorch.callbacks.EarlyStopping",
+                "+callbacks.stop.monitor=val/loss",
+                "+trainer.min_epochs=3",
+            ],
+            "trainer.min_epochs=3 (a stop signal must be final)",
+        ),
+        (["callbacks=early_stopping"], None),  # the preset: the instruments and EarlyStopping
+        (["test_weights=best_val"], "test_weights=best_val keeps one best epoch"),
+        (
+            ["+callbacks.stop._target_=my_lab.MyEarlyStopping"],
+            "callbacks.stop (my_lab.MyEarlyStopping) acts on the whole model",
         ),
     ],
 )

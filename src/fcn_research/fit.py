@@ -23,10 +23,11 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import ModelPruning
+from lightning.pytorch.callbacks import EarlyStopping, ModelPruning
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from fcn_research.callbacks.checkpoint import LastCheckpoint
+from fcn_research.callbacks.early_stopping import MemberEarlyStopping
 from fcn_research.callbacks.theory import TheoryPredictions
 from fcn_research.config_checks import ConfigError, check_config, refusal
 from fcn_research.data.base import InMemoryDataModule
@@ -311,6 +312,10 @@ def _callbacks(live: list[Member], module: FCNModule) -> list[L.Callback]:
         refused = [type(c).__name__ for c in callbacks if isinstance(c, ModelPruning)]
         if refused:
             raise ConfigError(f"{refused} prune by a ranking over the whole stack: not stacked")
+        # Lightning's EarlyStopping stops the whole run: each member stops by its rule alone.
+        callbacks = [
+            MemberEarlyStopping(c, len(live)) if type(c) is EarlyStopping else c for c in callbacks
+        ]
         for callback in callbacks:
             if isinstance(callback, LastCheckpoint):
                 callback.set_member_dirs([member.out / CHECKPOINT.parent for member in live])

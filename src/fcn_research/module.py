@@ -64,8 +64,9 @@ class FCNModule(L.LightningModule):
     mini-batches: one optimizer step each, in order (``steps_per_batch``). A member whose epoch
     loss is non-finite is marked diverged (``train/diverged`` = 1) and stops updating, at the
     step and epoch where its solo run would stop (``stopped_at``): nothing of it is logged after
-    that but the end of training's values, at its own stop step (``event_steps``). The run
-    stops when every member has.
+    that but the end of training's values, at its own stop step (``event_steps``); so is a
+    member that early stopping stops (``MemberEarlyStopping``). The run stops when every
+    member has.
     """
 
     def __init__(
@@ -87,7 +88,8 @@ class FCNModule(L.LightningModule):
             )
         self.optimizer_factories = factories
         self.diverged = [False] * self.members
-        # Per member that diverged: (global_step, epochs) where it stopped; None while it trains.
+        # Per member that stopped (diverged, or stopped early): (global_step, epochs) where it
+        # stopped; None while it trains.
         self.stopped_at: list[tuple[int, int] | None] = [None] * self.members
         # Per member: the run's flat hparams (set by train()) and its last epoch metrics.
         self.run_hparams: list[dict[str, object]] = [{} for _ in range(self.members)]
@@ -202,23 +204,31 @@ class FCNModule(L.LightningModule):
 
     def on_train_start(self) -> None:
         self._plain_backward = backward_is_plain(self.trainer, self)
-        self._freeze_diverged()
+        self.freeze_stopped()
 
-    def _freeze_diverged(self) -> None:
-        """A diverged member of a stack stops updating; the others go on as they would alone."""
-        if self.members > 1 and any(self.diverged):
+    def freeze_stopped(self) -> None:
+        """A member of a stack that stopped (diverged, or stopped early: ``stopped_at``) stops
+        updating; the others go on as they would alone."""
+        frozen = [d or s is not None for d, s in zip(self.diverged, self.stopped_at, strict=True)]
+        if self.members > 1 and any(frozen):
             optimizer = self.optimizers()
             optimizer = getattr(optimizer, "optimizer", optimizer)
-            optimizer.frozen = torch.tensor(self.diverged, device=self.device)
+            optimizer.frozen = torch.tensor(frozen, device=self.device)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["members_diverged"] = list(self.diverged)
         checkpoint["members_stopped_at"] = [list(s) if s else None for s in self.stopped_at]
+        # A stopped member logs no more epochs: a resumed run has only these as its last.
+        checkpoint["members_stopped_metrics"] = [
+            dict(m) if s else {} for m, s in zip(self.member_metrics, self.stopped_at, strict=True)
+        ]
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.diverged = list(checkpoint.get("members_diverged", self.diverged))
         stopped = checkpoint.get("members_stopped_at", self.stopped_at)
         self.stopped_at = [(int(s[0]), int(s[1])) if s else None for s in stopped]
+        kept = checkpoint.get("members_stopped_metrics", [{}] * self.members)
+        self.member_metrics = [dict(m) for m in kept]
 
     def event_steps(self, step: int, at_end: bool = False) -> list[int | None]:
         """Per member, the step at which an event of the stack at ``step`` is logged for it, or
@@ -260,11 +270,12 @@ class FCNModule(L.LightningModule):
                 self.log(tag, values[tag][0], sync_dist=True, prog_bar=prog_bar)
         else:
             if self.trainer.global_rank == 0:
-                # Like Lightning's own logging, every record carries the epoch (a stopped
-                # member's: where it stopped).
+                # Like Lightning's own logging, every record carries the epoch; but a stopped
+                # member's (the end of training's, at its stop step): its solo run's logger
+                # writes one epoch per step, already given there with its last epoch's values.
                 epoch = self.trainer.current_epoch
                 records = [
-                    {**values, "epoch": stop[1] if stop else epoch}
+                    {**values, "epoch": epoch} if stop is None else values
                     for values, stop in zip(per_member, self.stopped_at, strict=True)
                 ]
                 log_member_metrics(self.trainer, records, steps)
@@ -298,7 +309,7 @@ class FCNModule(L.LightningModule):
         if all(self.diverged):
             self.trainer.should_stop = True
         else:
-            self._freeze_diverged()
+            self.freeze_stopped()
 
     def on_validation_epoch_start(self) -> None:
         self._val_sums = self._zeros()

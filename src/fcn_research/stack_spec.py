@@ -34,7 +34,17 @@ MEMBER_KEYS = (
 
 # A stack's checkpoint entries that hold one value per member, split and joined with them:
 # the module's lists (``FCNModule.on_save_checkpoint``) ...
-CHECKPOINT_MEMBER_LISTS = ("members_diverged", "members_stopped_at")
+CHECKPOINT_MEMBER_LISTS = ("members_diverged", "members_stopped_at", "members_stopped_metrics")
 # ... and the instruments' state (their step-0 values, histogram ranges per tag, the last
 # gradient norms of the activations' parameters).
 CALLBACK_MEMBER_STATE = ("init_metrics", "hist_ranges", "last_grad_norms")
+# Per member, one entry of a callback's state that a single run's callback keeps as one value
+# (Lightning's EarlyStopping's: ``callbacks.early_stopping.MemberEarlyStopping`` keeps a list
+# in a stack): a member's part holds its own value, as its solo run's checkpoint does.
+CALLBACK_MEMBER_SCALARS = (
+    "wait_count",
+    "stopped_epoch",
+    "best_score",
+    "stopping_reason",
+    "stopping_reason_message",
+)

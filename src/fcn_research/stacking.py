@@ -40,6 +40,12 @@ RUN_KEYS = ("output_dir", "resume", "num_threads")
 SHARED_RUN_KEYS = ("trainer.accelerator",)
 # The project's own instruments (conf/callbacks/default.yaml): they compute on stacked tensors.
 OWN_CALLBACKS = "fcn_research.callbacks."
+# Lightning's EarlyStopping: each member of a stack stops on its own
+# (``fcn_research.callbacks.early_stopping.MemberEarlyStopping``).
+EARLY_STOPPING = (
+    "lightning.pytorch.callbacks.EarlyStopping",
+    "lightning.pytorch.callbacks.early_stopping.EarlyStopping",
+)
 SINGLE_DEVICE_STRATEGIES = ("auto", "single_device")
 # Precisions that scale the loss with a GradScaler: one for a whole stack would skip every
 # member's step, and lower every member's scale, for an inf in one member's gradient.
@@ -123,16 +129,34 @@ def solo_reason(cfg: DictConfig) -> str | None:
             f"trainer.precision={precision} scales the loss with one GradScaler for the whole "
             "stack (an inf in one member would skip every member's step)"
         )
+    if cfg.get("test_weights") == "best_val":  # fcn_research.evaluation.BEST_VAL
+        return "test_weights=best_val keeps one best epoch, chosen by one validation metric"
     for name, callback in (cfg.get("callbacks") or {}).items():
         if not isinstance(callback, DictConfig) or "_target_" not in callback:
             continue  # switched off (null), so not built
         target = str(callback._target_)
-        if not target.startswith(OWN_CALLBACKS):
+        if target in EARLY_STOPPING:
+            reason = _early_stopping_reason(trainer)
+            if reason:
+                return f"callbacks.{name} ({target}) with {reason}"
+        elif not target.startswith(OWN_CALLBACKS):
             return (
                 f"callbacks.{name} ({target}) acts on the whole model; only the instruments of "
                 f"{OWN_CALLBACKS}* act per member"
             )
     return activation_reason(cfg)
+
+
+def _early_stopping_reason(trainer: Any) -> str | None:
+    """Why early stopping cannot stop each member of a stack on its own (None: it can): a
+    member stops only at an epoch's end, where validation ends and the solo run may stop."""
+    interval = trainer.get("val_check_interval")
+    if interval not in (None, 1.0):
+        return f"trainer.val_check_interval={interval} (a member stops only at an epoch's end)"
+    for key in ("min_epochs", "min_steps"):
+        if trainer.get(key) not in (None, 0, -1):
+            return f"trainer.{key}={trainer.get(key)} (a stop signal must be final)"
+    return None
 
 
 def activation_reason(cfg: DictConfig) -> str | None:

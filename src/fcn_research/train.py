@@ -16,7 +16,6 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from fcn_research.data.base import InMemoryDataModule
-from fcn_research.evaluation import BEST_VAL
 from fcn_research.fit import build_data, build_network, fit_stack
 from fcn_research.job_lock import JobDirBusy, job_dir_lock
 from fcn_research.model import StackedMLP
@@ -81,15 +80,13 @@ def _stacks(cfgs: list[DictConfig], indices: list[int]) -> list[list[int]]:
 def _unstackable(cfgs: Sequence[DictConfig]) -> str | None:
     """Why these jobs cannot train as one stack (None: they can): what only building their
     optimizers shows, and the launcher's ``solo_reason`` for the first (the members share its
-    shape: its trainer, callbacks and activation, which that probes)."""
+    shape: its trainer, callbacks, test weights and activation, which that probes)."""
     try:
         refused = stack_refusal([instantiate(cfg.optimizer) for cfg in cfgs])
     except Exception as err:  # a bad config: each member records its own error
         return f"{type(err).__name__}: {err}"
     if refused:
         return refused
-    if cfgs[0].get("test_weights", "last") == BEST_VAL:
-        return "test_weights=best_val keeps one best epoch, chosen by one validation metric"
     return solo_reason(cfgs[0])
 
 

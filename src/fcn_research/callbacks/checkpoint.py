@@ -24,6 +24,7 @@ from fcn_research.config_checks import ConfigError
 from fcn_research.private_internals import ModelCheckpointHooks, checkpoint_dict
 from fcn_research.results import atomic_path, write_json_atomic
 from fcn_research.stack_spec import (
+    CALLBACK_MEMBER_SCALARS,
     CALLBACK_MEMBER_STATE,
     CHECKPOINT_MEMBER_LISTS,
     OPTIMIZER_MEMBER_LISTS,
@@ -88,6 +89,24 @@ def _slice_state(value: Any, m: int) -> Any:
     return value
 
 
+def _member_state(key: str, value: Any, m: int) -> Any:
+    """Member ``m``'s part of one entry of a stack's callback state."""
+    if key in CALLBACK_MEMBER_STATE:
+        return _slice_state(value, m)
+    if key in CALLBACK_MEMBER_SCALARS and isinstance(value, list):
+        return value[m]
+    return value
+
+
+def _joined_state(key: str, values: list[Any]) -> Any:
+    """One entry of the members' callback states as the stack's."""
+    if key in CALLBACK_MEMBER_STATE:
+        return _join_state(values)
+    if key in CALLBACK_MEMBER_SCALARS:
+        return list(values)
+    return values[0]
+
+
 def _join_state(values: list[Any]) -> Any:
     if isinstance(values[0], list):
         return [v for value in values for v in value]
@@ -127,9 +146,7 @@ def split_checkpoint(checkpoint: dict[str, Any], members: int) -> list[dict[str,
             for opt in checkpoint.get("optimizer_states", [])
         ]
         part["callbacks"] = {
-            key: {
-                k: _slice_state(v, m) if k in CALLBACK_MEMBER_STATE else v for k, v in state.items()
-            }
+            key: {k: _member_state(k, v, m) for k, v in state.items()}
             for key, state in checkpoint.get("callbacks", {}).items()
         }
         for key in CHECKPOINT_MEMBER_LISTS:
@@ -174,12 +191,7 @@ def merge_checkpoints(parts: list[dict[str, Any]]) -> dict[str, Any]:
             }
         )
     merged["callbacks"] = {
-        key: {
-            k: _join_state([p["callbacks"][key][k] for p in parts])
-            if k in CALLBACK_MEMBER_STATE
-            else v
-            for k, v in state.items()
-        }
+        key: {k: _joined_state(k, [p["callbacks"][key][k] for p in parts]) for k in state}
         for key, state in first.get("callbacks", {}).items()
     }
     for key in CHECKPOINT_MEMBER_LISTS:

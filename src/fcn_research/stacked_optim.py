@@ -3,9 +3,10 @@ hyperparameters: each member gets exactly the update ``torch.optim.SGD`` / ``Ada
 ``AdamW`` would give it alone.
 
 The numbers follow torch's single-tensor implementations (the one torch uses on CPU) step
-for step; per-member scalars (bias corrections, step sizes) are computed on the host in
-double precision, as torch computes its Python-float scalars, then applied as float32
-tensors broadcast over each member's slice.
+for step. Per-member scalars are (M,) tensors on the parameters' device, broadcast over each
+member's slice: the hyperparameters built once, Adam's bias corrections and step sizes
+computed every step in double precision (as torch computes its Python-float scalars) and
+applied as float32. A step never waits for the device.
 """
 
 from __future__ import annotations

@@ -9,10 +9,12 @@ import inspect
 import json
 import math
 
+import lightning as L
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from fcn_research import fit as fit_module
 from fcn_research.callbacks import checkpoint as checkpoint_module
 from fcn_research.callbacks.checkpoint import merge_checkpoints, split_checkpoint
 from fcn_research.module import FCNModule
@@ -648,3 +650,57 @@ def test_early_stopping_state_splits_per_member_and_joins_back():
     joined = merge_checkpoints(parts)["callbacks"][key]
     assert joined["wait_count"] == [0, 2] and joined["stopping_reason_message"][1]
     assert merge_checkpoints(parts[:1])["callbacks"][key]["wait_count"] == 0
+
+
+class _ProfileSteps(L.Callback):
+    """torch.profiler over training batches 1-4 of the last epoch: steps with no logging
+    event (epoch ends, validation) in them; records which members were frozen by then."""
+
+    def __init__(self) -> None:
+        self.profile: torch.profiler.profile | None = None
+        self.calls: dict[str, int] = {}
+        self.steps = 0
+        self.frozen: list[bool] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.current_epoch == trainer.max_epochs - 1 and batch_idx == 1:
+            self.frozen = list(pl_module.diverged)
+            self.steps = trainer.global_step
+            self.profile = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
+            self.profile.__enter__()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if self.profile is not None and batch_idx == 4:
+            self.profile.__exit__(None, None, None)
+            self.calls = {e.key: e.count for e in self.profile.key_averages()}
+            self.steps = trainer.global_step - self.steps
+            self.profile = None
+
+
+@pytest.mark.parametrize(
+    "run",
+    [
+        ["optimizer=adam", "data=moons", "batch_size=32"],
+        # One member diverges in the first epoch: the others step on beside a frozen member.
+        ["optimizer=sgd", "data=function", "depth=3", "width=16"],
+    ],
+)
+def test_a_stacked_training_step_never_waits_for_the_host(make_cfg, tmp_path, monkeypatch, run):
+    # A step reads nothing back from the device (aten::_local_scalar_dense: .item(),
+    # .tolist(), float(tensor)) and builds no tensor from host values (aten::lift_fresh:
+    # torch.tensor(list)): on a GPU either stalls the device once per step.
+    probe = _ProfileSteps()
+    own = fit_module._callbacks
+    monkeypatch.setattr(fit_module, "_callbacks", lambda *a: [*own(*a), probe])
+    lrs = ["lr=0.01", "lr=0.003", "lr=1e12", "lr=0.03"]
+    cfgs = [
+        make_cfg(*run, "callbacks=none", f"seed={k}", lr, output_dir=tmp_path / f"m{k}")
+        for k, lr in enumerate(lrs)
+    ]
+    results = train_stack(cfgs)
+    assert probe.steps >= 4 and probe.calls.get("aten::addcmul_")  # the optimizer's steps
+    assert probe.calls.get("aten::_local_scalar_dense", 0) == 0
+    assert probe.calls.get("aten::lift_fresh", 0) == 0
+    if "optimizer=sgd" in run:
+        assert [r["status"] for r in results] == ["completed"] * 2 + ["diverged", "completed"]
+        assert probe.frozen == [False, False, True, False]

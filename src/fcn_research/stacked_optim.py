@@ -3,17 +3,18 @@ hyperparameters: each member gets exactly the update ``torch.optim.SGD`` / ``Ada
 ``AdamW`` would give it alone.
 
 The numbers follow torch's single-tensor implementations (the one torch uses on CPU) step
-for step; per-member scalars (bias corrections, step sizes) are computed on the host in
-double precision, as torch computes its Python-float scalars, then applied as float32
-tensors broadcast over each member's slice.
+for step. Per-member scalars are (M,) tensors on the parameters' device, broadcast over each
+member's slice: the hyperparameters built once, Adam's bias corrections and step sizes
+computed every step in double precision (as torch computes its Python-float scalars) and
+applied as float32. A step never waits for the device.
 """
 
 from __future__ import annotations
 
+import copy
 import functools
 import importlib
 import inspect
-import math
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -36,21 +37,36 @@ FIXED = {"maximize": False, "amsgrad": False, "differentiable": False, "capturab
 IMPLEMENTATION = ("foreach", "fused")
 
 
-def _per_member(values: Sequence[float], like: Tensor) -> Tensor:
-    """(M,) host values as a float tensor of shape (M, 1, ...) broadcasting over ``like``."""
-    return torch.tensor(values, dtype=like.dtype, device=like.device).view(
-        -1, *([1] * (like.dim() - 1))
-    )
+class _Constants:
+    """A param group's per-member constants on one device and dtype: (M,) tensors, and their
+    views of shape (M, 1, ...) that broadcast over a parameter of each rank."""
+
+    def __init__(self, base: dict[str, Tensor]) -> None:
+        self.base = base
+        self.views: dict[int, dict[str, Tensor]] = {}
+        self.step: float | None = None  # the step count the bias corrections were computed for
+
+    def of(self, p: Tensor) -> dict[str, Tensor]:
+        views = self.views.get(p.dim())
+        if views is None:
+            shape = (-1, *([1] * (p.dim() - 1)))
+            views = self.views[p.dim()] = {k: v.view(shape) for k, v in self.base.items()}
+        return views
 
 
 class StackedOptimizer(torch.optim.Optimizer):
     """Base: one param group whose hyperparameters are lists with one value per member.
 
-    ``frozen`` (a (M,) bool tensor, or None) stops members from updating: their gradient is
-    taken as zero and their learning rate as zero (a diverged member, whose non-finite
-    gradient must not reach its state's arithmetic as NaN * 0), and their update direction
-    as zero, so their weights stay exactly as they were (an inf in a momentum buffer times a
-    zero learning rate would be NaN).
+    ``frozen`` (a (M,) bool tensor, or None; assign a new one to change it) stops members from
+    updating: their gradient is taken as zero and their learning rate as zero (a diverged
+    member, whose non-finite gradient must not reach its state's arithmetic as NaN * 0), and
+    their update direction as zero, so their weights stay exactly as they were (an inf in a
+    momentum buffer times a zero learning rate would be NaN).
+
+    A step reads nothing back from the device and builds no tensor from host values: the
+    per-member hyperparameters live on the device as tensors, built at the first step and
+    again only when a group's values (host floats: comparing them costs no device read) or
+    ``frozen`` change.
     """
 
     def __init__(self, params: Iterable[nn.Parameter], members: int, **hparams: Any) -> None:
@@ -60,24 +76,55 @@ class StackedOptimizer(torch.optim.Optimizer):
         super().__init__(list(params), hparams)
         self.members = members
         self.frozen: Tensor | None = None
+        # Per param group: the host values its constants were built from, and per parameter
+        # the constants on its device and dtype.
+        self._built: dict[int, tuple[dict[str, Any], Tensor | None, dict[Tensor, Any]]] = {}
 
-    def _grad(self, p: Tensor) -> Tensor:
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        self._built.clear()
+
+    def _constants(self, index: int, group: dict[str, Any]) -> dict[Tensor, _Constants]:
+        """Per parameter of ``group``, its per-member constants (rebuilt only on a change)."""
+        built = self._built.get(index)
+        if (
+            built is None
+            or built[1] is not self.frozen
+            or any(group[k] != v for k, v in built[0].items())
+        ):
+            values = {k: copy.deepcopy(v) for k, v in group.items() if k != "params"}
+            per_kind: dict[tuple[torch.device, torch.dtype], _Constants] = {}
+            for p in group["params"]:
+                kind = (p.device, p.dtype)
+                if kind not in per_kind:
+                    frozen = None if self.frozen is None else self.frozen.to(p.device)
+                    per_kind[kind] = _Constants(self._build(group, frozen, p.device, p.dtype))
+            constants = {p: per_kind[(p.device, p.dtype)] for p in group["params"]}
+            built = self._built[index] = (values, self.frozen, constants)
+        return built[2]
+
+    def _build(
+        self, group: dict[str, Any], frozen: Tensor | None, device: torch.device, dtype: torch.dtype
+    ) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+    @staticmethod
+    def _grad(p: Tensor, c: dict[str, Tensor]) -> Tensor:
         g = p.grad
-        if self.frozen is not None:
-            g = torch.where(self.frozen.view(-1, *([1] * (p.dim() - 1))), 0.0, g)
-        return g
+        return g if "frozen" not in c else torch.where(c["frozen"], 0.0, g)
 
-    def _direction(self, d: Tensor) -> Tensor:
-        if self.frozen is not None:
-            d = torch.where(self.frozen.view(-1, *([1] * (d.dim() - 1))), 0.0, d)
-        return d
+    @staticmethod
+    def _direction(d: Tensor, c: dict[str, Tensor]) -> Tensor:
+        return d if "frozen" not in c else torch.where(c["frozen"], 0.0, d)
 
-    def _lrs(self, group: dict[str, Any]) -> list[float]:
-        lrs = list(group["lr"])
-        if self.frozen is not None:
-            frozen = self.frozen.tolist()
-            lrs = [0.0 if f else lr for lr, f in zip(lrs, frozen, strict=True)]
-        return lrs
+
+def _tensor(values: Sequence[float], device: torch.device, dtype: torch.dtype) -> Tensor:
+    return torch.tensor(values, dtype=dtype, device=device)
+
+
+def _host_float64(device: torch.device) -> torch.device:
+    """Where float64 scalars of ``device`` are computed: on it, unless it has no float64."""
+    return torch.device("cpu") if device.type == "mps" else device
 
 
 class StackedSGD(StackedOptimizer):
@@ -102,32 +149,45 @@ class StackedSGD(StackedOptimizer):
             nesterov=nesterov,
         )
 
+    def _build(
+        self, group: dict[str, Any], frozen: Tensor | None, device: torch.device, dtype: torch.dtype
+    ) -> dict[str, Tensor]:
+        momentum, wd = group["momentum"], group["weight_decay"]
+        # A member without momentum keeps no buffer in torch: its "buffer" is the
+        # gradient itself (momentum 0, dampening 0 make buf = g exactly).
+        damp = [d if m != 0 else 0.0 for d, m in zip(group["dampening"], momentum, strict=True)]
+        out = {"neg_lr": _tensor([-lr for lr in group["lr"]], device, dtype)}
+        if any(wd):
+            out["wd"] = _tensor(wd, device, dtype)
+        if any(momentum):
+            out["momentum"] = _tensor(momentum, device, dtype)
+            out["one_minus_damp"] = _tensor([1 - d for d in damp], device, dtype)
+        if frozen is not None:
+            out["frozen"] = frozen
+            out["neg_lr"] = out["neg_lr"].masked_fill(frozen, -0.0)  # -lr at lr = 0
+        return out
+
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         loss = closure() if closure is not None else None
-        for group in self.param_groups:
-            lrs = self._lrs(group)
-            momentum, wd = group["momentum"], group["weight_decay"]
-            # A member without momentum keeps no buffer in torch: its "buffer" is the
-            # gradient itself (momentum 0, dampening 0 make buf = g exactly).
-            damp = [d if m != 0 else 0.0 for d, m in zip(group["dampening"], momentum, strict=True)]
+        for index, group in enumerate(self.param_groups):
+            constants = self._constants(index, group)
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                g = self._grad(p)
-                if any(wd):
-                    g = g + _per_member(wd, p) * p
-                if any(momentum):
+                c = constants[p].of(p)
+                g = self._grad(p, c)
+                if "wd" in c:
+                    g = g + c["wd"] * p
+                if "momentum" in c:
                     state = self.state[p]
                     buf = state.get("momentum_buffer")
                     if buf is None:
                         buf = state["momentum_buffer"] = g.clone()
                     else:
-                        buf.mul_(_per_member(momentum, p)).add_(
-                            g * _per_member([1 - d for d in damp], p)
-                        )
-                    g = g + _per_member(momentum, p) * buf if group["nesterov"] else buf
-                p.addcmul_(self._direction(g), _per_member([-lr for lr in lrs], p))
+                        buf.mul_(c["momentum"]).add_(g * c["one_minus_damp"])
+                    g = g + c["momentum"] * buf if group["nesterov"] else buf
+                p.addcmul_(self._direction(g, c), c["neg_lr"])
         return loss
 
 
@@ -153,42 +213,87 @@ class StackedAdam(StackedOptimizer):
             weight_decay=list(weight_decay),
             decoupled=decoupled,
         )
+        # Per parameter, its step count as a host number (torch's state["step"] is a tensor
+        # that torch reads back every step): read from the state once, then counted here.
+        self._steps: dict[Tensor, float] = {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        self._steps.clear()
+
+    def _build(
+        self, group: dict[str, Any], frozen: Tensor | None, device: torch.device, dtype: torch.dtype
+    ) -> dict[str, Tensor]:
+        lrs, wd = group["lr"], group["weight_decay"]
+        beta1 = [b[0] for b in group["betas"]]
+        beta2 = [b[1] for b in group["betas"]]
+        # torch computes the bias corrections in Python floats (double): so do these, on the
+        # device; the results are written into the float32 step_size and bc2_sqrt each step.
+        f64 = _host_float64(device)
+        out = {
+            "one_minus_beta1": _tensor([1 - b for b in beta1], device, dtype),
+            "beta2": _tensor(beta2, device, dtype),
+            "one_minus_beta2": _tensor([1 - b for b in beta2], device, dtype),
+            "eps": _tensor(group["eps"], device, dtype),
+            "beta1_64": _tensor(beta1, f64, torch.float64),
+            "beta2_64": _tensor(beta2, f64, torch.float64),
+            "neg_lr_64": _tensor([-lr for lr in lrs], f64, torch.float64),
+            "step_size": torch.empty(len(lrs), dtype=dtype, device=device),
+            "bc2_sqrt": torch.empty(len(lrs), dtype=dtype, device=device),
+        }
+        if frozen is not None:
+            out["frozen"] = frozen
+            out["neg_lr_64"] = out["neg_lr_64"].masked_fill(frozen.to(f64), -0.0)  # -lr at lr = 0
+        if any(wd):
+            if group["decoupled"]:
+                lr_64 = -out["neg_lr_64"]
+                out["decay"] = (1 - lr_64 * _tensor(wd, f64, torch.float64)).to(device, dtype)
+            else:
+                out["wd"] = _tensor(wd, device, dtype)
+        return out
+
+    @staticmethod
+    def _bias_corrections(constants: _Constants, step: float) -> None:
+        """``step_size`` = -lr / (1 - beta1 ** step) and ``bc2_sqrt`` = (1 - beta2 ** step) **
+        0.5, as torch computes them (in double), for every member at once."""
+        if constants.step == step:
+            return
+        constants.step = step
+        c = constants.base
+        bc1 = torch.pow(c["beta1_64"], step).neg_().add_(1)
+        c["step_size"].copy_(c["neg_lr_64"] / bc1)
+        c["bc2_sqrt"].copy_(torch.pow(c["beta2_64"], step).neg_().add_(1).sqrt_())
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         loss = closure() if closure is not None else None
-        for group in self.param_groups:
-            lrs = self._lrs(group)
-            beta1 = [b[0] for b in group["betas"]]
-            beta2 = [b[1] for b in group["betas"]]
-            wd = group["weight_decay"]
+        for index, group in enumerate(self.param_groups):
+            constants = self._constants(index, group)
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                g = self._grad(p)
+                c = constants[p].of(p)
+                g = self._grad(p, c)
                 state = self.state[p]
                 if not state:
                     state["step"] = torch.tensor(0.0)
                     state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                     state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    self._steps[p] = 0.0
+                elif p not in self._steps:  # a loaded state: its count, read once
+                    self._steps[p] = float(state["step"])
                 state["step"] += 1
-                step = float(state["step"])
-                if any(wd):
-                    if group["decoupled"]:
-                        p.mul_(_per_member([1 - lr * w for lr, w in zip(lrs, wd, strict=True)], p))
-                    else:
-                        g = g + _per_member(wd, p) * p
+                step = self._steps[p] = self._steps[p] + 1
+                if "decay" in c:
+                    p.mul_(c["decay"])
+                elif "wd" in c:
+                    g = g + c["wd"] * p
                 exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-                exp_avg.lerp_(g, _per_member([1 - b for b in beta1], p))
-                exp_avg_sq.mul_(_per_member(beta2, p)).addcmul_(
-                    g * _per_member([1 - b for b in beta2], p), g
-                )
-                step_size = [-lr / (1 - b1**step) for lr, b1 in zip(lrs, beta1, strict=True)]
-                bc2_sqrt = [math.sqrt(1 - b2**step) for b2 in beta2]
-                denom = (exp_avg_sq.sqrt() / _per_member(bc2_sqrt, p)).add_(
-                    _per_member(group["eps"], p)
-                )
-                p.addcmul_(self._direction(exp_avg / denom), _per_member(step_size, p))
+                exp_avg.lerp_(g, c["one_minus_beta1"])
+                exp_avg_sq.mul_(c["beta2"]).addcmul_(g * c["one_minus_beta2"], g)
+                self._bias_corrections(constants[p], step)
+                denom = exp_avg_sq.sqrt().div_(c["bc2_sqrt"]).add_(c["eps"])
+                p.addcmul_(self._direction(exp_avg / denom, c), c["step_size"])
         return loss
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
 from fcn_research.loggers import TensorBoardLogger
 from fcn_research.train import train_stack
@@ -123,3 +124,30 @@ def test_every_instruments_scalars_reach_a_csv_logger_beside_tensorboard(
     if members == 2:  # each member's own values, not the stack's first member's twice
         first, second = (_csv_points(run)["grad_norm/layer_01"] for run in runs)
         assert first != second
+
+
+def test_a_stack_members_epoch_end_is_one_tensorboard_event(make_cfg, tmp_path):
+    """A stack member's train/* and val/* of an epoch's end go into its run as one event at
+    that step (not one each), with the values of its CSV file."""
+    runs = [tmp_path / f"member_{m}" for m in range(2)]
+    cfgs = [
+        make_cfg("data.num_samples=200", f"seed={m}", "callbacks=none", *CSV_LOGGER, output_dir=run)
+        for m, run in enumerate(runs)
+    ]
+    assert [r["status"] for r in train_stack(cfgs)] == ["completed"] * 2
+    for run in runs:
+        events = [
+            e
+            for path in sorted(run.glob("events.out.tfevents.*"))
+            for e in EventFileLoader(str(path)).Load()
+            if any(v.tag == "train/loss" for v in e.summary.value)
+        ]
+        assert len(events) == 2  # max_epochs=2
+        for event in events:
+            tags = {v.tag for v in event.summary.value}
+            assert {"train/loss", "train/acc", "val/loss", "val/acc", "epoch"} <= tags
+        tensorboard, csv_points = _tensorboard_points(run), _csv_points(run)
+        assert [s for s, _ in tensorboard["val/loss"]] == [e.step for e in events]
+        for tag in ("train/loss", "val/loss", "val/acc"):
+            ours = [(s, float(np.float32(v))) for s, v in csv_points[tag]]
+            assert ours == tensorboard[tag], tag

@@ -103,6 +103,9 @@ class FCNModule(L.LightningModule):
         self._epoch_sums: dict[str, Any] = {}
         self._val_sums: dict[str, Any] = {}
         self._plain_backward = False  # set at on_train_start (backward_is_plain)
+        # A stack's epoch-end validation records, held to go out with the train records of
+        # the same step (log_members): one event per member and epoch, not two.
+        self._held: dict[str, Any] = {}
         # The Trainer's gradient clipping, which manual optimization leaves to the module
         # (set by fcn_research.trainer_options.move_gradient_clipping; None: no clipping).
         self.gradient_clip_val: float | None = None
@@ -248,19 +251,22 @@ class FCNModule(L.LightningModule):
     def on_train_epoch_start(self) -> None:
         self._epoch_sums.update(self._zeros())
 
-    def log_members(self, values: dict[str, Tensor], prog_bar: bool = False) -> list[dict]:
+    def log_members(
+        self, values: dict[str, Tensor], prog_bar: bool = False, hold: bool = False
+    ) -> list[dict]:
         """Log per-member values ``{tag: (M,) tensor}`` at this step; return them per member
         as host floats (one transfer).
 
         A stack of one logs through ``self.log`` (Lightning's callback metrics, progress bar
         and loggers, as any module); a stack of several writes each member's values into its
-        own logger and shows the members' mean on the progress bar.
+        own logger and shows the members' mean on the progress bar. With ``hold`` a stack's
+        records wait for the next call, and go out with its records where the steps agree
+        (``on_train_end`` writes any still held).
         """
         tags = list(values)
         host = torch.stack([values[t].detach().float() for t in tags]).cpu()
-        per_member = [
-            dict(zip(tags, host[:, m].tolist(), strict=True)) for m in range(self.members)
-        ]
+        # One (M, tags) read into host lists, not one per member.
+        per_member = [dict(zip(tags, row, strict=True)) for row in host.T.tolist()]
         # Outside fit (the test split, a validation after it): the end of training's values.
         steps = self.event_steps(
             self.trainer.global_step, self.trainer.state.fn != TrainerFn.FITTING
@@ -278,7 +284,7 @@ class FCNModule(L.LightningModule):
                     {**values, "epoch": epoch} if stop is None else values
                     for values, stop in zip(per_member, self.stopped_at, strict=True)
                 ]
-                log_member_metrics(self.trainer, records, steps)
+                self._write_records(records, steps, hold)
             if prog_bar:
                 for tag in tags:
                     self.log(tag, values[tag].nanmean(), logger=False, prog_bar=True)
@@ -286,6 +292,30 @@ class FCNModule(L.LightningModule):
             if step is not None:  # a stopped member keeps its values from where it stopped
                 member.update(metrics)
         return per_member
+
+    def _write_records(
+        self, records: list[dict[str, float]], steps: list[int | None], hold: bool
+    ) -> None:
+        """Each member's record into its loggers at its step, joined with the held one where
+        the held one's step is the same (the held ones first where not); or, with ``hold``,
+        held in their turn. Each logger still gets every value through ``log_metrics``."""
+        held = self._held.pop("records", None)
+        if held is not None:
+            held_records, held_steps = held
+            if not hold:
+                for m, (held_step, step) in enumerate(zip(held_steps, steps, strict=True)):
+                    if held_step is not None and held_step == step:
+                        records[m] = {**records[m], **held_records[m]}
+                        held_steps[m] = None  # goes out with this record
+            log_member_metrics(self.trainer, held_records, held_steps)
+        if hold:
+            self._held["records"] = (records, steps)
+        else:
+            log_member_metrics(self.trainer, records, steps)
+
+    def on_train_end(self) -> None:
+        if "records" in self._held:  # a validation with no train records after it
+            self._write_records([{}] * self.members, [None] * self.members, hold=False)
 
     def on_train_epoch_end(self) -> None:
         sums = self._epoch_sums
@@ -337,6 +367,9 @@ class FCNModule(L.LightningModule):
                     f"{split}/{self.metric_name}": sums["metric"] / sums["samples"],
                 },
                 prog_bar=True,
+                # A validation in fit: its records join the train records of the epoch's
+                # end (the same step), which follow it.
+                hold=self.trainer.state.fn == TrainerFn.FITTING,
             )
 
     # The test split is evaluated as validation is, once, after fit (train.evaluate_test).

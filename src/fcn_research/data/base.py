@@ -104,12 +104,7 @@ class TensorBatches:
 
     def _orders(self, generators: list[torch.Generator]) -> Tensor:
         """(M, n): each member's order of the rows for one pass (its solo job's order)."""
-        n = len(self.x)
-        orders = torch.empty(len(generators), n, dtype=torch.long)
-        # Each member's draw straight into its row: no per-member tensor to allocate and stack.
-        for row, generator in zip(orders.unbind(), generators, strict=True):
-            torch.randperm(n, generator=generator, out=row)
-        return orders
+        return torch.stack([torch.randperm(len(self.x), generator=g) for g in generators])
 
     def _batches(self) -> Iterator[tuple[Tensor, Tensor]]:
         n, bs = len(self.x), self.batch_size

@@ -51,7 +51,6 @@ SINGLE_DEVICE_STRATEGIES = ("auto", "single_device")
 # member's step, and lower every member's scale, for an inf in one member's gradient.
 GRAD_SCALER_PRECISIONS = ("16-mixed", "16")
 _YAML_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
-_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _OUTPUT_DIR = "<output_dir>"  # the job dir, the same for every member when comparing keys
 
 
@@ -233,7 +232,7 @@ def write_manifest(path: Path, stack: dict[str, Any], members: Sequence[DictConf
 def read_manifest(path: str | Path) -> tuple[dict[str, Any], list[DictConfig]]:
     """The stack's info and its members' full configs, the hydra node typed as Hydra's (as
     ``HydraConfig.set_config`` wants it)."""
-    manifest = yaml.load(Path(path).read_text(encoding="utf-8"), Loader=_YAML_LOADER)
+    manifest = yaml.safe_load(Path(path).read_text(encoding="utf-8"))  # a run dir runs no code
     typed = OmegaConf.structured(HydraConf)
     OmegaConf.set_struct(typed, False)  # a composed hydra node has more (hydra.env, callbacks)
     members = []
